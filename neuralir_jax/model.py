@@ -1,0 +1,188 @@
+"""A Flax (linen) BERT encoder with sentence pooling, numerically equal to Hugging Face `BertModel`.
+
+Post-LN transformer layers with exact (erf) GELU, learned absolute positions and token types. Params are
+kept in fp32 (`param_dtype`); `dtype` sets the compute precision (bf16 on accelerators). The parameter
+tree mirrors Hugging Face names closely so that `hf_io.py` maps it one-to-one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+POOLING_MODES = ("mean", "cls", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """Architecture of a BERT-family encoder (the fields of a Hugging Face `config.json`)."""
+  vocab_size: int = 30522
+  hidden_size: int = 384
+  num_hidden_layers: int = 6
+  num_attention_heads: int = 12
+  intermediate_size: int = 1536
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+  initializer_range: float = 0.02
+  pad_token_id: int = 0
+
+  @classmethod
+  def from_hf(cls, hf: dict[str, Any]) -> "BertConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in hf.items() if k in names})
+
+  def to_hf(self) -> dict[str, Any]:
+    out = dataclasses.asdict(self)
+    out.update(model_type="bert", architectures=["BertModel"], hidden_act="gelu",
+               position_embedding_type="absolute")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """A BERT plus how sentences are pooled from its last hidden state."""
+  bert: BertConfig = BertConfig()
+  pooling: str = "mean"  # One of POOLING_MODES.
+  normalize: bool = True  # L2-normalise the sentence embedding.
+  max_seq_length: int = 256  # Tokens per text; longer texts are truncated.
+
+  def __post_init__(self):
+    if self.pooling not in POOLING_MODES:
+      raise ValueError(f"pooling={self.pooling!r}: use one of {POOLING_MODES}.")
+
+
+def _dense(features: int, cfg: BertConfig, dtype, name: str) -> nn.Dense:
+  init = nn.initializers.normal(cfg.initializer_range)
+  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, kernel_init=init, name=name)
+
+
+def _layer_norm(cfg: BertConfig, dtype, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+class BertLayer(nn.Module):
+  """One post-LN transformer layer: attention -> add & norm -> GELU MLP -> add & norm."""
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxLxD, mask_BxL, deterministic: bool):
+    cfg = self.config
+    heads = cfg.num_attention_heads
+    head_dim = cfg.hidden_size // heads
+    batch, length, _ = x_BxLxD.shape
+
+    def split(y):
+      return y.reshape(batch, length, heads, head_dim)
+
+    q = split(_dense(cfg.hidden_size, cfg, self.dtype, "query")(x_BxLxD))
+    k = split(_dense(cfg.hidden_size, cfg, self.dtype, "key")(x_BxLxD))
+    v = split(_dense(cfg.hidden_size, cfg, self.dtype, "value")(x_BxLxD))
+    logits_BxNxLxL = jnp.einsum("bqnh,bknh->bnqk", q, k) / jnp.sqrt(head_dim).astype(self.dtype)
+    big_neg = jnp.finfo(jnp.float32).min
+    logits_BxNxLxL = jnp.where(mask_BxL[:, None, None, :] > 0, logits_BxNxLxL.astype(jnp.float32), big_neg)
+    probs = jax.nn.softmax(logits_BxNxLxL, axis=-1).astype(self.dtype)
+    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    ctx_BxLxD = jnp.einsum("bnqk,bknh->bqnh", probs, v).reshape(batch, length, cfg.hidden_size)
+
+    attn = _dense(cfg.hidden_size, cfg, self.dtype, "attention_output")(ctx_BxLxD)
+    attn = nn.Dropout(cfg.hidden_dropout_prob)(attn, deterministic=deterministic)
+    x_BxLxD = _layer_norm(cfg, self.dtype, "attention_layer_norm")(attn + x_BxLxD)
+
+    h = _dense(cfg.intermediate_size, cfg, self.dtype, "intermediate")(x_BxLxD)
+    h = nn.gelu(h, approximate=False)
+    h = _dense(cfg.hidden_size, cfg, self.dtype, "output")(h)
+    h = nn.Dropout(cfg.hidden_dropout_prob)(h, deterministic=deterministic)
+    return _layer_norm(cfg, self.dtype, "output_layer_norm")(h + x_BxLxD)
+
+
+class Bert(nn.Module):
+  """BERT body: embeddings and `num_hidden_layers` layers; returns the last hidden state [B, L, D]."""
+  config: BertConfig
+  dtype: Any = jnp.float32
+  remat: bool = False  # Recompute layer activations in the backward pass (saves memory).
+
+  @nn.compact
+  def __call__(self, input_ids_BxL, attention_mask_BxL, token_type_ids_BxL=None,
+               deterministic: bool = True):
+    cfg = self.config
+    init = nn.initializers.normal(cfg.initializer_range)
+    if token_type_ids_BxL is None:
+      token_type_ids_BxL = jnp.zeros_like(input_ids_BxL)
+    positions_L = jnp.arange(input_ids_BxL.shape[1])
+
+    def embed(num, name):
+      return nn.Embed(num, cfg.hidden_size, embedding_init=init, param_dtype=jnp.float32, name=name)
+
+    x = (embed(cfg.vocab_size, "word_embeddings")(input_ids_BxL)
+         + embed(cfg.max_position_embeddings, "position_embeddings")(positions_L)[None]
+         + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids_BxL))
+    x = _layer_norm(cfg, self.dtype, "embeddings_layer_norm")(x.astype(self.dtype))
+    x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
+    for i in range(cfg.num_hidden_layers):
+      x = layer_cls(cfg, self.dtype, name=f"layer_{i}")(x, attention_mask_BxL, deterministic)
+    if self.is_initializing():
+      # HF BertModel has a pooler (dense + tanh on [CLS]); sentence encoders do not use it, but it is kept
+      # so exported checkpoints load into `BertModel` with no missing keys.
+      nn.tanh(_dense(cfg.hidden_size, cfg, self.dtype, "pooler")(x[:, 0]))
+    return x
+
+
+def pool(hidden_BxLxD, mask_BxL, mode: str):
+  """Sentence embedding from token states, as sentence-transformers' Pooling module computes it."""
+  hidden_BxLxD = hidden_BxLxD.astype(jnp.float32)
+  mask = mask_BxL[..., None].astype(jnp.float32)
+  if mode == "mean":
+    return (hidden_BxLxD * mask).sum(1) / jnp.maximum(mask.sum(1), 1e-9)
+  if mode == "cls":
+    return hidden_BxLxD[:, 0]
+  if mode == "max":
+    return jnp.where(mask > 0, hidden_BxLxD, -1e9).max(1)
+  raise ValueError(f"pooling={mode!r}: use one of {POOLING_MODES}.")
+
+
+def l2_normalize(x_BxD, eps: float = 1e-12):
+  return x_BxD / jnp.maximum(jnp.linalg.norm(x_BxD, axis=-1, keepdims=True), eps)
+
+
+class SentenceEncoder(nn.Module):
+  """BERT + pooling (+ L2 normalisation): texts' token ids -> sentence embeddings [B, D] in fp32."""
+  config: EncoderConfig
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  def setup(self):
+    self.bert = Bert(self.config.bert, self.dtype, self.remat)
+
+  def __call__(self, input_ids_BxL, attention_mask_BxL, deterministic: bool = True):
+    hidden = self.bert(input_ids_BxL, attention_mask_BxL, deterministic=deterministic)
+    emb_BxD = pool(hidden, attention_mask_BxL, self.config.pooling)
+    return l2_normalize(emb_BxD) if self.config.normalize else emb_BxD
+
+  def hidden_states(self, input_ids_BxL, attention_mask_BxL, deterministic: bool = True):
+    return self.bert(input_ids_BxL, attention_mask_BxL, deterministic=deterministic)
+
+
+def init_params(config: EncoderConfig, rng: jax.Array) -> dict:
+  """Random-init params ({'bert': ...}) for a fresh encoder."""
+  model = SentenceEncoder(config)
+  ids = jnp.zeros((1, 8), jnp.int32)
+  return model.init(rng, ids, jnp.ones_like(ids))["params"]
+
+
+def count_params(params, exclude_embeddings: bool = False) -> int:
+  total = 0
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    name = jax.tree_util.keystr(path)
+    if exclude_embeddings and "embeddings'" in name and "layer_norm" not in name:
+      continue
+    total += leaf.size
+  return int(total)

@@ -1,0 +1,105 @@
+"""Tokenisation with truncation and length buckets, shared by training, encoding and evaluation.
+
+A batch of texts is tokenised with the model directory's fast tokenizer (`tokenizer.json`), truncated to
+`max_length`, and padded to the smallest bucket that holds its longest sequence, so jitted functions see a
+handful of shapes instead of one per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+import tokenizers
+
+DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+def bucket_length(length: int, max_length: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
+  """Smallest bucket >= length, capped at max_length."""
+  for b in buckets:
+    if b >= length:
+      return min(b, max_length)
+  return max_length
+
+
+class Tokenizer:
+  """A thin wrapper over `tokenizers.Tokenizer` that returns padded numpy arrays."""
+
+  def __init__(self, path: str, max_length: int = 512):
+    file = os.path.join(path, "tokenizer.json")
+    if not os.path.isfile(file):
+      raise FileNotFoundError(
+          f"{path}: no tokenizer.json; save the model's fast tokenizer there "
+          "(transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir)).")
+    self.path = path
+    self.files = _tokenizer_files(path)
+    self._tok = tokenizers.Tokenizer.from_file(file)
+    self._tok.no_padding()
+    self._tok.no_truncation()
+    self.max_length = max_length
+    self.pad_id = self._tok.token_to_id("[PAD]") or 0
+    self.vocab_size = self._tok.get_vocab_size()
+
+  def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+    """Token count of each text (special tokens included), before truncation."""
+    encs = self._tok.encode_batch(list(texts))
+    return np.array([len(e.ids) for e in encs], np.int32)
+
+  def __call__(self, texts: Sequence[str], max_length: int | None = None,
+               buckets: Sequence[int] | None = DEFAULT_BUCKETS,
+               pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (input_ids, attention_mask), int32 [len(texts), L].
+
+    L is `pad_to` if given, else the bucket of the longest text (or its exact length when buckets is None).
+    Texts longer than max_length are truncated (the final [SEP] is kept), never rejected.
+    """
+    max_length = max_length or self.max_length
+    for i, t in enumerate(texts):
+      if not isinstance(t, str):
+        raise TypeError(f"text {i} is {type(t).__name__}, not str: pass a list of strings.")
+    encs = self._tok.encode_batch(list(texts))
+    ids = [_truncate(e.ids, max_length) for e in encs]
+    longest = max((len(x) for x in ids), default=1)
+    if pad_to is not None:
+      length = pad_to
+    elif buckets is None:
+      length = longest
+    else:
+      length = bucket_length(longest, max_length, buckets)
+    out = np.full((len(ids), length), self.pad_id, np.int32)
+    mask = np.zeros((len(ids), length), np.int32)
+    for i, x in enumerate(ids):
+      x = x[:length]
+      out[i, :len(x)] = x
+      mask[i, :len(x)] = 1
+    return out, mask
+
+  def save(self, output_dir: str) -> None:
+    """Copies the tokenizer files next to an exported model."""
+    import shutil
+    for name in self.files:
+      shutil.copyfile(os.path.join(self.path, name), os.path.join(output_dir, name))
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _tokenizer_files(path: str) -> list[str]:
+  return [f for f in _TOKENIZER_FILES if os.path.isfile(os.path.join(path, f))]
+
+
+def _truncate(ids: list[int], max_length: int) -> list[int]:
+  if len(ids) <= max_length:
+    return ids
+  return ids[:max_length - 1] + ids[-1:]  # Keep [SEP] last, as HF truncation does.
+
+
+def read_do_lower_case(path: str) -> bool | None:
+  cfg = os.path.join(path, "tokenizer_config.json")
+  if os.path.isfile(cfg):
+    with open(cfg) as f:
+      return json.load(f).get("do_lower_case")
+  return None
