@@ -1,0 +1,381 @@
+"""The input pipeline: data sources named by one string, training views, and a resumable per-process iterator.
+
+A source is `tfds:NAME[/CONFIG]:SPLIT` (read with `tfds.data_source`, array_record, no TensorFlow),
+`nli:FILE.jsonl[.gz]`, `sts:FILE.tsv[.gz]`, `beir:DIR[:SPLIT]` or `triples:FILE` (see `readers`).
+`load_records(spec, view)` turns it into the records one training objective needs:
+
+  pairs       NLI: premise, hypothesis, label (int);  STS: sentence1, sentence2, score (float)
+  triplets    anchor, positive, negative (NLI grouped by premise: entailment / contradiction hypotheses;
+              triples files: query/positive/negative; BEIR: query and a relevant document, no negative)
+  nli_full    anchor, positive, negative, neutral (NLI premises that have all three labels)
+  duplicates  anchor == positive, every distinct sentence once (unsupervised SimCSE)
+
+`make_train_iterator` shuffles the records with grain (a new permutation each epoch, epochs concatenated into
+one stream), cuts the stream into global batches and gives process p the p-th contiguous slice of each,
+tokenised into numpy arrays padded to the global batch's length bucket; so concatenating the processes' local
+batches gives exactly the batch one process would see. Its state is the number of global batches consumed,
+a JSON dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import logging
+from typing import Any, Iterable, Iterator, Sequence
+
+import grain
+import numpy as np
+
+from neuralir_jax import readers
+from neuralir_jax.readers import (NLI_LABELS, load_beir, read_nli, read_sts,  # noqa: F401 (re-exported)
+                                  read_triples)
+from neuralir_jax.tokenization import Tokenizer
+
+SCHEMES = ("tfds", "nli", "sts", "beir", "triples")
+SOURCE_SYNTAX = ("tfds:NAME[/CONFIG]:SPLIT, nli:FILE.jsonl[.gz], sts:FILE.tsv[.gz], beir:DIR[:SPLIT], "
+                 "triples:FILE")
+VIEWS = ("pairs", "triplets", "nli_full", "duplicates")
+SCALAR_COLUMNS = {"label": np.int32, "score": np.float32}
+ENTAILMENT, NEUTRAL, CONTRADICTION = range(3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A parsed source string. `path` is the file or folder (the dataset name for tfds)."""
+  kind: str
+  path: str
+  split: str | None = None
+  config: str | None = None
+
+
+def parse_source(spec: str) -> Source:
+  """'nli:data/nli/snli_dev.jsonl.gz' -> Source('nli', 'data/nli/snli_dev.jsonl.gz'); see SOURCE_SYNTAX."""
+  kind, sep, rest = spec.partition(":")
+  if not sep or kind not in SCHEMES:
+    raise ValueError(f"unknown data source {spec!r}: scheme {kind!r} is not one of {SOURCE_SYNTAX}.")
+  if not rest:
+    raise ValueError(f"data source {spec!r} names no file or dataset; write it as one of {SOURCE_SYNTAX}.")
+  if kind == "tfds":
+    name, sep, split = rest.partition(":")  # Split slices such as train[:10%] keep their colon.
+    if not sep or not split:
+      raise ValueError(f"data source {spec!r} lacks a split; write tfds:NAME[/CONFIG]:SPLIT, e.g. tfds:snli:train.")
+    name, _, config = name.partition("/")
+    return Source(kind, name, split, config or None)
+  if kind == "beir":
+    directory, sep, split = rest.rpartition(":")
+    if sep and split and "/" not in split:
+      return Source(kind, directory, split)
+    return Source(kind, rest, "test")
+  return Source(kind, rest)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Raw rows of a source.
+
+
+def read_tfds(source: Source, data_dir: str | None = None, download: bool = True,
+              skip_invalid: bool = False) -> list[dict]:
+  """Rows of a TFDS split: NLI datasets (premise/hypothesis/label) or STS (sentence1/sentence2/label float).
+
+  Reads the array_record files with `tfds.data_source` (no TensorFlow), preparing them first when
+  `download` is true. NLI rows with label -1 (no gold label) are dropped and counted in the log.
+  """
+  import tensorflow_datasets as tfds  # Slow to import; only tfds: sources need it.
+  # tfds imports its legacy builder packages lazily, and the registry does not trigger that import, so
+  # without this tfds.data_source("glue/stsb") or ("multi_nli") reports "Dataset not found".
+  importlib.import_module("tensorflow_datasets.text")
+  from neuralir_jax import tfds_builder  # noqa: F401  Registers neuralir_nli.
+  name = source.path + (f"/{source.config}" if source.config else "")
+  ds = tfds.data_source(name, split=source.split, data_dir=data_dir, download=download)
+  return rows_from_tfds(_all_examples(ds), ds.dataset_info.features.keys(), f"tfds:{name}:{source.split}",
+                        skip_invalid)
+
+
+def rows_from_tfds(examples: Iterable[dict], feature_names: Iterable[str], name: str,
+                   skip_invalid: bool = False) -> list[dict]:
+  """TFDS examples (text as bytes) -> NLI rows {premise, hypothesis, label} or STS rows {sentence1,
+  sentence2, score}, by the feature names. Label -1 is dropped and counted; an empty text raises, or is
+  counted when skip_invalid."""
+  keys = set(feature_names)
+  if {"premise", "hypothesis", "label"} <= keys:
+    columns, target = ("premise", "hypothesis"), "label"
+  elif {"sentence1", "sentence2", "label"} <= keys:
+    columns, target = ("sentence1", "sentence2"), "score"
+  else:
+    raise ValueError(f"{name}: features {sorted(keys)} are neither NLI (premise, hypothesis, label) nor "
+                     "STS (sentence1, sentence2, label); use another source.")
+  rows, unlabelled, empty = [], 0, 0
+  for index, example in enumerate(examples):
+    row = {c: _decode(example[c]) for c in columns}
+    blank = [c for c in columns if not row[c].strip()]
+    if blank:
+      if not skip_invalid:
+        raise ValueError(f"{name}: example {index}: empty text in {blank[0]!r}; pass skip_invalid=True "
+                         "to skip such examples.")
+      empty += 1
+      continue
+    if target == "label":
+      label = int(example["label"])
+      if label < 0:
+        unlabelled += 1
+        continue
+      row["label"] = label
+    else:
+      row["score"] = float(example["label"])
+    rows.append(row)
+  if unlabelled:
+    logging.warning("%s: dropped %d pairs with label -1 (no gold label); %d kept.", name, unlabelled,
+                    len(rows))
+  if empty:
+    logging.warning("%s: skipped %d examples with an empty text (skip_invalid=True).", name, empty)
+  return rows
+
+
+def _all_examples(ds: Sequence[dict], chunk: int = 4096) -> Iterator[dict]:
+  """Every example of a TFDS data source, read in chunks (3x faster than one `ds[i]` at a time)."""
+  for start in range(0, len(ds), chunk):
+    keys = list(range(start, min(start + chunk, len(ds))))
+    try:
+      examples = ds.__getitems__(keys)
+    except TypeError:  # tfds 4.9.10 `testing.mock_data` installs a __getitems__ that lacks `self`.
+      examples = [ds[k] for k in keys]
+    yield from examples
+
+
+def _decode(value: Any) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _read_pairs(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -> list[dict]:
+  """NLI or STS pairs of a source: rows with premise/hypothesis/label or sentence1/sentence2/score."""
+  if source.kind == "nli":
+    return read_nli(source.path, skip_invalid)
+  if source.kind == "sts":
+    return read_sts(source.path, skip_invalid)
+  if source.kind == "tfds":
+    return read_tfds(source, tfds_data_dir, skip_invalid=skip_invalid)
+  raise ValueError(f"a {source.kind}: source has no sentence pairs; use an nli:, sts: or tfds: source here, "
+                   "or the 'triplets' view for triples: and beir: sources.")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Views.
+
+
+def load_records(source_spec: str, view: str, *, seed: int = 0, skip_invalid: bool = False,
+                 tfds_data_dir: str | None = None) -> list[dict]:
+  """The records of one training view (see the module docstring) of a source string."""
+  if view not in VIEWS:
+    raise ValueError(f"unknown view {view!r} for {source_spec!r}; use one of {VIEWS}.")
+  source = parse_source(source_spec)
+  if view == "pairs":
+    return _read_pairs(source, skip_invalid, tfds_data_dir)
+  if view == "duplicates":
+    return duplicates_view(_texts_of(source, skip_invalid, tfds_data_dir))
+  if source.kind == "triples":
+    if view == "nli_full":
+      raise ValueError(f"{source_spec}: view 'nli_full' needs an NLI source (nli: or tfds:snli...).")
+    rows = read_triples(source.path, skip_invalid)
+    return [{"anchor": r["query"], "positive": r["positive"], "negative": r["negative"]} for r in rows]
+  if source.kind == "beir":
+    if view == "nli_full":
+      raise ValueError(f"{source_spec}: view 'nli_full' needs an NLI source (nli: or tfds:snli...).")
+    return beir_pairs_view(*load_beir(source.path, source.split, skip_invalid))
+  rows = _read_pairs(source, skip_invalid, tfds_data_dir)
+  if rows and "label" not in rows[0]:
+    raise ValueError(f"{source_spec}: view {view!r} groups NLI labels, but this source has STS scores; "
+                     "use the 'pairs' or 'duplicates' view.")
+  return nli_triplets_view(rows, seed=seed, with_neutral=(view == "nli_full"), name=source_spec)
+
+
+def nli_triplets_view(rows: Sequence[dict], *, seed: int = 0, with_neutral: bool = False,
+                      name: str = "NLI rows") -> list[dict]:
+  """Groups NLI pairs by premise: one record per entailment hypothesis, anchor=premise.
+
+  negative (and neutral when `with_neutral`) is a hypothesis of the same premise with that label, drawn
+  with `seed`. Premises lacking a needed label are counted in the log, not dropped silently.
+  """
+  groups: dict[str, list[list[str]]] = {}
+  for r in rows:
+    groups.setdefault(r["premise"].strip(), [[], [], []])[r["label"]].append(r["hypothesis"])
+  needed = (ENTAILMENT, CONTRADICTION, NEUTRAL) if with_neutral else (ENTAILMENT, CONTRADICTION)
+  rng = np.random.default_rng(seed)
+  records, lacking = [], 0
+  for premise, by_label in groups.items():
+    if not all(by_label[label] for label in needed):
+      lacking += 1
+      continue
+    for positive in by_label[ENTAILMENT]:
+      contradictions = by_label[CONTRADICTION]
+      record = {"anchor": premise, "positive": positive,
+                "negative": contradictions[rng.integers(len(contradictions))]}
+      if with_neutral:
+        record["neutral"] = by_label[NEUTRAL][rng.integers(len(by_label[NEUTRAL]))]
+      records.append(record)
+  if lacking:
+    labels = "/".join(NLI_LABELS[label] for label in needed)
+    logging.warning("%s: %d of %d premises lack a hypothesis labelled %s (each needed) and give no "
+                    "record; %d records.", name, lacking, len(groups), labels, len(records))
+  return records
+
+
+def beir_pairs_view(corpus: dict[str, str], queries: dict[str, str],
+                    qrels: dict[str, dict[str, int]]) -> list[dict]:
+  """One record per (query, relevant document) of the qrels: anchor=query text, positive=document text."""
+  return [{"anchor": queries[qid], "positive": corpus[doc_id]}
+          for qid, docs in qrels.items() for doc_id, grade in docs.items() if grade > 0]
+
+
+def _texts_of(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -> list[str]:
+  if source.kind == "triples":
+    return [r[k] for r in read_triples(source.path, skip_invalid) for k in readers.TRIPLE_FIELDS]
+  if source.kind == "beir":
+    corpus, queries, _ = load_beir(source.path, source.split, skip_invalid)
+    return list(queries.values()) + [t for t in corpus.values() if t]
+  rows = _read_pairs(source, skip_invalid, tfds_data_dir)
+  keys = ("premise", "hypothesis") if rows and "premise" in rows[0] else ("sentence1", "sentence2")
+  return [r[k] for r in rows for k in keys]
+
+
+def duplicates_view(texts: Sequence[str]) -> list[dict]:
+  """Distinct texts (first occurrence kept, compared stripped) as anchor == positive records."""
+  seen: set[str] = set()
+  records = []
+  for t in texts:
+    key = t.strip()
+    if key and key not in seen:
+      seen.add(key)
+      records.append({"anchor": key, "positive": key})
+  return records
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training iterator.
+
+
+def text_hash(text: str) -> int:
+  """Stable int32 hash of the stripped, lowercased text (same text -> same hash, across runs and hosts)."""
+  digest = hashlib.blake2b(text.strip().lower().encode("utf-8"), digest_size=4).digest()
+  return int(np.frombuffer(digest, np.int32)[0])
+
+
+class _TokenizeBatch(grain.transforms.Map):
+  """A global batch of records -> this process's numpy batch dict; all text columns padded to one length.
+
+  The padded length is the bucket of the longest sequence of the *global* batch, so every process gets the
+  same shape (needed to assemble a global array); each process therefore tokenises the whole global batch,
+  and keeps rows [offset, offset + local).
+  """
+
+  def __init__(self, tokenizer: Tokenizer, columns: Sequence[str], scalars: Sequence[str], max_length: int,
+               buckets: Sequence[int] | None, offset: int, local: int):
+    self.tokenizer, self.columns, self.scalars = tokenizer, tuple(columns), tuple(scalars)
+    self.max_length, self.buckets = max_length, buckets
+    self.offset, self.local = offset, local
+
+  def map(self, records: Sequence[dict]) -> dict[str, np.ndarray]:
+    texts = [r[c] for c in self.columns for r in records]
+    if self.buckets is None:
+      ids, mask = self.tokenizer(texts, max_length=self.max_length, pad_to=self.max_length)
+    else:
+      ids, mask = self.tokenizer(texts, max_length=self.max_length, buckets=self.buckets)
+    n, lo, hi = len(records), self.offset, self.offset + self.local
+    mine = records[lo:hi]
+    batch = {}
+    for i, c in enumerate(self.columns):
+      batch[f"{c}_ids"] = ids[i * n + lo:i * n + hi]
+      batch[f"{c}_mask"] = mask[i * n + lo:i * n + hi]
+      batch[f"{c}_hash"] = np.array([text_hash(r[c]) for r in mine], np.int32)
+    for s in self.scalars:
+      batch[s] = np.array([r[s] for r in mine], SCALAR_COLUMNS[s])
+    return batch
+
+
+class TrainIterator(Iterator[dict]):
+  """Local batches of one process, resumable: `get_state()` / `set_state(state)` (a JSON dict).
+
+  Global batch k is records stream[k*G:(k+1)*G] of the seeded, per-epoch-reshuffled stream; process p gets
+  its rows [p*B:(p+1)*B] (B = G // process_count). The state is the number of global batches consumed, plus
+  what must match on resume (seed, global batch size, dataset size, columns).
+  """
+
+  def __init__(self, batches: grain.MapDataset, fingerprint: dict, prefetch: int = 2):
+    self._batches = batches
+    self._fingerprint = fingerprint
+    self._prefetch = prefetch
+    self._step = 0
+    self._iterator = self._start(0)
+
+  def _start(self, step: int):
+    ds = self._batches[step:].to_iter_dataset(
+        grain.ReadOptions(num_threads=self._prefetch, prefetch_buffer_size=self._prefetch))
+    return iter(ds)
+
+  def __len__(self) -> int:
+    """Number of batches (global steps) in all (sys.maxsize // global_batch_size when repeating forever)."""
+    return len(self._batches)
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self._iterator)
+    self._step += 1
+    return batch
+
+  def get_state(self) -> dict:
+    """JSON-serialisable: save it with `ocp.args.JsonSave(it.get_state())` beside the train state, and
+    restore with `it.set_state(restored)` from `ocp.args.JsonRestore()`."""
+    return {"step": self._step, **self._fingerprint}
+
+  def set_state(self, state: dict) -> None:
+    """Continues after `state["step"]` global batches. The process count may differ from the saving run."""
+    for key, value in self._fingerprint.items():
+      if state.get(key) != value:
+        raise ValueError(f"data iterator state has {key}={state.get(key)!r} but this run has {value!r}; "
+                         "resume with the data config of the checkpointed run.")
+    step = int(state["step"])
+    if not 0 <= step <= len(self._batches):
+      raise ValueError(f"data iterator state step {step} is outside [0, {len(self._batches)}].")
+    self._step = step
+    self._iterator = self._start(step)
+
+
+def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, columns: Sequence[str],
+                        global_batch_size: int, seed: int, max_length: int,
+                        buckets: Sequence[int] | None = None, process_index: int = 0,
+                        process_count: int = 1, num_epochs: int | None = None) -> TrainIterator:
+  """Batches of `records` for one process (see `TrainIterator`).
+
+  Each batch holds, for every text column c, `c_ids`/`c_mask` int32[B, L] (L: the bucket of the global
+  batch's longest sequence, the same in every process, or max_length when buckets is None) and `c_hash`
+  int32[B]; plus `label` int32[B] and `score` float32[B] when the records have them. num_epochs=None
+  repeats forever; a finite num_epochs ends after the last full global batch.
+  """
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f"global_batch_size {global_batch_size} is not a positive multiple of the "
+                     f"{process_count} processes; make it divisible by process_count.")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is outside [0, {process_count}).")
+  if len(records) < global_batch_size:
+    raise ValueError(f"{len(records)} records are fewer than one global batch of {global_batch_size}; "
+                     "lower global_batch_size or add data.")
+  columns = tuple(columns)
+  missing = [c for c in columns if c not in records[0]]
+  if missing:
+    raise ValueError(f"records lack the text columns {missing}; they have {sorted(records[0])}. "
+                     "Pick columns from those (or load another view).")
+  scalars = [s for s in SCALAR_COLUMNS if s in records[0]]
+  local = global_batch_size // process_count
+  stream = grain.MapDataset.source(list(records)).shuffle(seed=seed).repeat(num_epochs)
+  num_batches = len(stream) // global_batch_size  # len(stream) is sys.maxsize when repeating forever.
+
+  def global_batch(step: int) -> list[dict]:
+    start = step * global_batch_size
+    return [stream[i] for i in range(start, start + global_batch_size)]
+
+  batches = (grain.MapDataset.range(num_batches).map(global_batch)
+             .map(_TokenizeBatch(tokenizer, columns, scalars, max_length, buckets,
+                                 offset=process_index * local, local=local)))
+  fingerprint = {"seed": seed, "global_batch_size": global_batch_size, "num_records": len(records),
+                 "columns": list(columns), "num_epochs": num_epochs}
+  return TrainIterator(batches, fingerprint)
