@@ -1,0 +1,78 @@
+"""Defaults shared by every experiment config; each config imports this and changes a few fields.
+
+Every key listed here exists in every config, so `--config.KEY=VALUE` overrides work the same everywhere.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds params init (random init), data order and dropout.
+  c.num_steps = 100  # Optimizer steps; the last one is always checkpointed.
+  c.batch_size = 64  # Global batch size (queries per step). Must be divisible by #devices.
+  c.log_every_steps = 10  # Steps between metric logs (metrics.jsonl, TensorBoard, console).
+  c.cpu_peak_flops = 2.94e11  # FLOP/s of this host's CPUs, for MFU on CPU (2 cores x 2.3 GHz x 64 fp32 FLOP/cycle).
+
+  c.model = ml_collections.ConfigDict()
+  c.model.init = "minilm"  # "minilm" (packaged all-MiniLM-L6-v2), an HF/ST directory, or "random".
+  c.model.tokenizer = "minilm"  # Directory with tokenizer.json (used when init is "random").
+  c.model.bert = ml_collections.ConfigDict()  # Architecture for random init (a directory brings its own).
+  c.model.bert.vocab_size = 30522  # Must match the tokenizer's vocabulary.
+  c.model.bert.hidden_size = 384  # Width.
+  c.model.bert.num_hidden_layers = 6  # Depth.
+  c.model.bert.num_attention_heads = 12
+  c.model.bert.intermediate_size = 1536  # MLP width.
+  c.model.bert.max_position_embeddings = 512
+  c.model.pooling = "mean"  # mean|cls|max, for random init and dirs without 1_Pooling/config.json.
+  c.model.normalize = True  # L2-normalise embeddings (random init and dirs without modules.json).
+  c.model.max_seq_length = 256  # Exported max_seq_length for random init (dirs bring their own).
+  c.model.dropout_rate = 0.1  # Hidden and attention dropout during training.
+  c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16 (params stay fp32).
+  c.model.remat = False  # Recompute layer activations in the backward pass to save memory.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train = "nli:data/nli/train_sample.jsonl.gz"  # Training source (see README, "Data sources").
+  c.data.view = "nli_full"  # pairs | triplets | nli_full | duplicates: the columns the objectives read.
+  c.data.max_length = 64  # Tokens per text; longer texts are truncated.
+  c.data.buckets = ()  # Length buckets (e.g. (32, 64)); () pads every batch to max_length (one jit shape).
+  c.data.tfds_data_dir = ""  # data_dir for tfds: sources ("" = TFDS default).
+
+  c.objectives = ml_collections.ConfigDict()  # Objective name -> loss weight (0 = off).
+  c.objectives.nli_softmax = 1.0  # Sentence-BERT softmax(W [u; v; |u-v|]) over E/N/C.
+  c.objectives.infonce = 1.0  # Multiple-negatives ranking / InfoNCE.
+  c.objectives.sts_cosine = 0.0  # MSE(cos(u, v), score / 5).
+  c.objectives.triplet = 0.0  # max(|a-p| - |a-n| + margin, 0).
+
+  c.infonce = ml_collections.ConfigDict()
+  c.infonce.temperature = 0.05  # tau; logits are cos / tau.
+  c.infonce.learnable_temperature = False  # Learn log(1/tau), clipped so 1/tau <= 100.
+  c.infonce.symmetric = False  # Add the document -> query term.
+  c.infonce.hard_negatives = True  # Use the `negative` column as a hard negative per query.
+  c.triplet = ml_collections.ConfigDict()
+  c.triplet.margin = 1.0  # Euclidean margin (Sentence-BERT paper: 1).
+  c.negatives = "global"  # global: candidates gathered from every device; local: own batch only.
+
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.strategy = "pjit"  # pjit (jit over a Mesh, loss in shard_map) or pmap.
+  c.parallel.fsdp = False  # pjit only: shard params and optimizer state over the data axis.
+  c.grad_cache = ml_collections.ConfigDict()
+  c.grad_cache.chunk_size = 0  # Examples per GradCache chunk (global); 0 = off.
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.learning_rate = 2e-5  # Peak learning rate after warmup.
+  c.optimizer.warmup_fraction = 0.1  # Fraction of num_steps with linear warmup, then linear decay to 0.
+  c.optimizer.weight_decay = 0.01  # AdamW decay; never applied to LayerNorm params or biases.
+  c.optimizer.clip_norm = 1.0  # Global gradient-norm clipping (0 = off).
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 100  # Steps between Orbax checkpoints (saved asynchronously).
+  c.checkpoint.keep = 2  # Checkpoints kept.
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 0  # Steps between in-training evaluations (0 = only none during training).
+  c.eval.tasks = ()  # Task strings: sts:FILE.tsv[.gz], beir:DIR[:SPLIT], nli:FILE (softmax-head accuracy).
+  c.eval.batch_size = 128  # Texts per encode batch.
+  return c

@@ -1,0 +1,60 @@
+"""Orbax checkpoints of a training workdir: train state, data-iterator position and config, per step.
+
+Layout: `WORKDIR/checkpoints/<step>/{state, data, config}`. The state is saved asynchronously with
+`StandardSave` (each host writes its own shards); the data-iterator state and the config are JSON. A
+restore takes an abstract target with the *current* shardings, so a run saved on 8 devices resumes on 1.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def manager(workdir: str, keep: int = 2, async_save: bool = True) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_state: dict, config: dict) -> None:
+  mngr.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      data=ocp.args.JsonSave(data_state),
+      config=ocp.args.JsonSave(config)), force=True)
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
+  """Restores (state, data_state) at `step` onto the shardings of `abstract_state`."""
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  return restored.state, restored.data
+
+
+def has_checkpoints(workdir: str) -> bool:
+  return os.path.isdir(os.path.join(workdir, "checkpoints"))
+
+
+def restore_params_and_config(workdir: str, step: int | None = None) -> tuple[dict, dict, int]:
+  """(params, config dict, step) of a workdir's checkpoint, on the default device: for export/eval."""
+  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
+  steps = mngr.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint: train first, or pass a model directory.")
+  if step is None:
+    step = max(steps)
+  elif step not in steps:
+    raise ValueError(f"{workdir}: no checkpoint at step {step}; available steps: {sorted(steps)}.")
+  config = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+  metadata = mngr.item_metadata(step)["state"]
+  device = jax.devices()[0]
+
+  def to_abstract(meta):
+    return jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=jax.sharding.SingleDeviceSharding(device))
+
+  abstract = jax.tree.map(to_abstract, metadata.tree if hasattr(metadata, "tree") else metadata)
+  state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+  return state["params"], config, step
