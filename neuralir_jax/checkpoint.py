@@ -29,8 +29,13 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_state: dict, c
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
   """Restores (state, data_state) at `step` onto the shardings of `abstract_state`."""
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  except ValueError as e:
+    first = str(e).strip().splitlines()[0]
+    raise ValueError(f"checkpoint {mngr.directory}/{step} does not fit this config (model, objectives or "
+                     f"optimizer changed since it was saved?): {first} Use a new --workdir.") from None
   return restored.state, restored.data
 
 
@@ -40,7 +45,9 @@ def has_checkpoints(workdir: str) -> bool:
 
 def restore_params_and_config(workdir: str, step: int | None = None) -> tuple[dict, dict, int]:
   """(params, config dict, step) of a workdir's checkpoint, on the default device: for export/eval."""
-  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
+  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+              "config": ocp.JsonCheckpointHandler()}
+  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), item_handlers=handlers)
   steps = mngr.all_steps()
   if not steps:
     raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint: train first, or pass a model directory.")
@@ -50,11 +57,9 @@ def restore_params_and_config(workdir: str, step: int | None = None) -> tuple[di
     raise ValueError(f"{workdir}: no checkpoint at step {step}; available steps: {sorted(steps)}.")
   config = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
   metadata = mngr.item_metadata(step)["state"]
-  device = jax.devices()[0]
-
-  def to_abstract(meta):
-    return jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=jax.sharding.SingleDeviceSharding(device))
-
-  abstract = jax.tree.map(to_abstract, metadata.tree if hasattr(metadata, "tree") else metadata)
+  tree = metadata.tree if hasattr(metadata, "tree") else metadata
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
   state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+  mngr.close()
   return state["params"], config, step

@@ -1,0 +1,207 @@
+"""Evaluators shared by `neuralir eval`, periodic evaluation inside training, and the benchmarks.
+
+Encoders come in as a callable `encode_fn(texts: list[str]) -> np.ndarray [n, d]` (e.g. `Encoder.encode`),
+so this module does not depend on the model code. Similarity is the cosine: embeddings are L2-normalised
+here (a no-op for encoders that already normalise).
+
+  * STS: Spearman and Pearson correlation (0-1 scale) of cosine(sentence1, sentence2) with the gold score.
+  * Retrieval (BEIR): encode corpus and queries, top-k search (exact or ScaNN, see `search`), trec_eval
+    metrics (see `ir_metrics`); with ScaNN also `ann_recall@10`, the overlap of its top 10 with exact search
+    (a document whose score ties the exact 10th counts as found).
+  * NLI: accuracy of a classifier `predict_fn(premises, hypotheses) -> logits [n, 3]`.
+
+`evaluate_task` dispatches a task string (`sts:FILE`, `beir:DIR[:SPLIT]`, `nli:FILE`, or a `tfds:` STS/NLI
+source) to the right evaluator.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import scipy.stats
+
+from neuralir_jax import ir_metrics
+from neuralir_jax import search as search_lib
+
+EncodeFn = Callable[[list[str]], np.ndarray]
+PredictFn = Callable[[list[str], list[str]], np.ndarray]
+
+RETRIEVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map")
+
+
+def _encode(encode_fn: EncodeFn, texts: list[str], what: str) -> np.ndarray:
+  """Calls the encoder and checks its output: [len(texts), d], finite."""
+  emb = np.asarray(encode_fn(list(texts)), dtype=np.float32)
+  if emb.ndim != 2 or emb.shape[0] != len(texts):
+    raise ValueError(f"encode_fn returned shape {emb.shape} for {len(texts)} {what}; "
+                     f"it must return one embedding per text, [n, d]")
+  if not np.all(np.isfinite(emb)):
+    raise ValueError(f"encode_fn returned NaN or inf embeddings for {what}; check the model weights")
+  return emb
+
+
+def l2_normalize(x_NxD: np.ndarray) -> np.ndarray:
+  """Rows scaled to unit norm (all-zero rows stay zero)."""
+  norms = np.linalg.norm(x_NxD, axis=1, keepdims=True)
+  return (x_NxD / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def evaluate_sts(encode_fn: EncodeFn, records: Sequence[Mapping[str, Any]]) -> dict:
+  """Spearman/Pearson of cosine similarity vs gold `score`; each distinct sentence is encoded once."""
+  if len(records) < 2:
+    raise ValueError(f"STS evaluation needs at least 2 pairs, got {len(records)}")
+  for i, r in enumerate(records):
+    if not all(key in r for key in ("sentence1", "sentence2", "score")):
+      raise ValueError(f"STS record {i} lacks sentence1/sentence2/score: {dict(r)!r}")
+  sentences = list(dict.fromkeys(s for r in records for s in (r["sentence1"], r["sentence2"])))
+  position = {s: i for i, s in enumerate(sentences)}
+  emb_NxD = l2_normalize(_encode(encode_fn, sentences, "STS sentences"))
+  a_PxD = emb_NxD[[position[r["sentence1"]] for r in records]]
+  b_PxD = emb_NxD[[position[r["sentence2"]] for r in records]]
+  cosine_P = np.sum(a_PxD * b_PxD, axis=1)
+  gold_P = np.asarray([float(r["score"]) for r in records])
+  return {
+      "spearman": float(scipy.stats.spearmanr(cosine_P, gold_P).statistic),
+      "pearson": float(scipy.stats.pearsonr(cosine_P, gold_P).statistic),
+      "num_pairs": len(records),
+  }
+
+
+def evaluate_nli_accuracy(predict_fn: PredictFn, records: Sequence[Mapping[str, Any]],
+                          batch_size: int = 512) -> dict:
+  """Accuracy of argmax(predict_fn(premises, hypotheses)) against the integer `label`."""
+  if not records:
+    raise ValueError("NLI evaluation got no records")
+  correct = 0
+  for start in range(0, len(records), batch_size):
+    batch = records[start:start + batch_size]
+    logits = np.asarray(predict_fn([r["premise"] for r in batch], [r["hypothesis"] for r in batch]))
+    if logits.ndim != 2 or logits.shape[0] != len(batch):
+      raise ValueError(f"predict_fn returned shape {logits.shape} for {len(batch)} pairs; it must return [n, 3]")
+    correct += int(np.sum(np.argmax(logits, axis=1) == np.asarray([int(r["label"]) for r in batch])))
+  return {"accuracy": correct / len(records), "num_pairs": len(records)}
+
+
+def _to_run(scores_QxK, idx_QxK, query_ids, doc_ids, k, exclude_self) -> dict[str, dict[str, float]]:
+  """{qid: {docid: score}} with at most k documents per query, the query's own id dropped if asked."""
+  run = {}
+  for qid, s_K, i_K in zip(query_ids, scores_QxK, idx_QxK):
+    docs = {}
+    for score, j in zip(s_K, i_K):
+      if j < 0 or (exclude_self and doc_ids[j] == qid):
+        continue
+      docs[doc_ids[j]] = float(score)
+      if len(docs) == k:
+        break
+    run[qid] = docs
+  return run
+
+
+def _ann_recall(approx_run, exact_run, q_QxD, docs_NxD, doc_ids, k: int = 10) -> float:
+  """Mean over queries of the fraction of the approximate top k whose true score reaches the exact k-th
+  score (ann-benchmarks' definition: a document tied with the exact k-th one counts as found)."""
+  query_pos = {qid: i for i, qid in enumerate(exact_run)}
+  doc_pos = {d: i for i, d in enumerate(doc_ids)}
+  recalls = []
+  for qid, exact_docs in exact_run.items():
+    exact_top = ir_metrics.rank_documents(exact_docs)[:k]
+    if not exact_top:
+      continue
+    threshold = min(exact_docs[d] for d in exact_top)
+    approx_top = ir_metrics.rank_documents(approx_run.get(qid, {}))[:k]
+    true_scores = docs_NxD[[doc_pos[d] for d in approx_top]] @ q_QxD[query_pos[qid]]
+    recalls.append(float(np.sum(true_scores >= threshold - 1e-5)) / len(exact_top))
+  return float(np.mean(recalls)) if recalls else 0.0
+
+
+def evaluate_retrieval(
+    encode_fn: EncodeFn,
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    index: str = "exact",
+    k: int = 100,
+    scann_config: Mapping[str, Any] | None = None,
+    index_dir: str | None = None,
+    exclude_self: bool = True,
+    return_run: bool = False,
+) -> dict:
+  """Encodes, searches the top `k` and scores with trec_eval metrics (see `ir_metrics`).
+
+  Only queries that appear in `qrels` are encoded. `exclude_self` drops a document whose id equals the
+  query id from that query's results (BEIR convention for corpora that contain their queries). With
+  `return_run`, the run `{qid: {docid: score}}` is returned under "run".
+  """
+  missing = [q for q in qrels if q not in queries]
+  if missing:
+    raise ValueError(f"{len(missing)} qrels queries have no text in queries (e.g. {missing[0]!r}); "
+                     "pass the queries file that matches the qrels")
+  if not corpus:
+    raise ValueError("the corpus is empty; nothing to retrieve")
+  doc_ids, query_ids = list(corpus), list(qrels)
+  t0 = time.perf_counter()
+  docs_NxD = l2_normalize(_encode(encode_fn, [corpus[d] for d in doc_ids], "documents"))
+  q_QxD = l2_normalize(_encode(encode_fn, [queries[q] for q in query_ids], "queries"))
+  encode_seconds = time.perf_counter() - t0
+  # One spare result per query so that dropping the query's own id still leaves k documents.
+  k_search = k + int(exclude_self and any(q in corpus for q in query_ids))
+  t0 = time.perf_counter()
+  scores, idx = search_lib.search(q_QxD, docs_NxD, k_search, index=index, scann_config=scann_config,
+                                  index_dir=index_dir)
+  search_seconds = time.perf_counter() - t0
+  run = _to_run(scores, idx, query_ids, doc_ids, k, exclude_self)
+  out = ir_metrics.compute_metrics(run, qrels, RETRIEVAL_METRICS)
+  if index == "scann":
+    ex_s, ex_i = search_lib.exact_search(q_QxD, docs_NxD, min(10, k) + (k_search - k))
+    exact_run = _to_run(ex_s, ex_i, query_ids, doc_ids, min(10, k), exclude_self)
+    out["ann_recall@10"] = _ann_recall(run, exact_run, q_QxD, docs_NxD, doc_ids, min(10, k))
+  out.update(num_docs=len(doc_ids), encode_seconds=encode_seconds, search_seconds=search_seconds, index=index)
+  if return_run:
+    out["run"] = run
+  return out
+
+
+def evaluate_task(
+    encode_fn: EncodeFn,
+    task: str,
+    *,
+    split: str | None = None,
+    index: str = "exact",
+    k: int = 100,
+    scann_config: Mapping[str, Any] | None = None,
+    index_dir: str | None = None,
+    predict_fn: PredictFn | None = None,
+    exclude_self: bool = True,
+) -> dict:
+  """Runs one task string: `sts:FILE.tsv[.gz]`, `beir:DIR[:SPLIT]` (`split` overrides), `nli:FILE.jsonl[.gz]`
+  (needs `predict_fn`), or a `tfds:` source of STS pairs (score) or NLI pairs (label)."""
+  from neuralir_jax import data  # Lazy: the data module pulls in grain and the tokenizer.
+
+  source = data.parse_source(task)
+  if source.kind == "beir":
+    corpus, queries, qrels = data.load_beir(source.path, split or source.split or "test")
+    out = evaluate_retrieval(encode_fn, corpus, queries, qrels, index=index, k=k, scann_config=scann_config,
+                             index_dir=index_dir, exclude_self=exclude_self)
+  elif source.kind == "sts":
+    out = evaluate_sts(encode_fn, data.read_sts(source.path))
+  elif source.kind == "nli":
+    out = _nli(predict_fn, lambda: data.read_nli(source.path), task)
+  elif source.kind == "tfds":
+    rows = data.load_records(task, "pairs")
+    if rows and "score" in rows[0]:
+      out = evaluate_sts(encode_fn, rows)
+    else:
+      out = _nli(predict_fn, lambda: rows, task)
+  else:
+    raise ValueError(f"task {task!r}: {source.kind!r} is not an evaluation task; use sts:FILE, beir:DIR[:SPLIT], "
+                     "nli:FILE or a tfds: STS/NLI source")
+  return {"task": task, **out}
+
+
+def _nli(predict_fn: PredictFn | None, read_records: Callable[[], list], task: str) -> dict:
+  if predict_fn is None:
+    raise ValueError(f"task {task!r} is NLI: it needs a model with a classification head (predict_fn)")
+  return evaluate_nli_accuracy(predict_fn, read_records())
