@@ -1,0 +1,396 @@
+"""The large-batch negatives ablation behind `neuralir ablate`: one training run per setting, evaluated.
+
+A config (e.g. `configs/ablation_negatives.py`) is a training config plus `ablation`: `settings` (a list of
+dicts, each a `name` and config keys to set, e.g. `{"name": "b64_local", "batch_size": 64, "negatives":
+"local", "infonce.hard_negatives": True}`), `eval_tasks` (task strings as `neuralir eval` takes them, run with
+exact search), `budget` ("steps": every run trains `num_steps`; "examples": `examples_per_run // batch_size`
+steps), `only` (a comma-separated subset of names) and `num_cpu_devices`. Every setting is validated through
+`config_lib.apply_overrides` before anything trains, so a typo fails at once rather than after hours.
+
+Run `name` trains in `WORKDIR/name/` (train() resumes there, and returns at once when finished); its row is
+kept in `WORKDIR/name/ablation_result.json`, so a rerun skips finished runs unless their config changed, which
+is an error. The rows go to `WORKDIR/results.csv`, a console table, and `WORKDIR/ablation.png`: the primary
+metric of each task (Spearman for STS, nDCG@10 for retrieval) against negatives per query on a log2 axis,
+one colour per (hard negatives, temperature) variant, filled markers and solid lines for global negatives,
+hollow markers and dashed lines for local ones.
+
+`negatives_per_query` is nominal: B * (1 + hn) - 1 for global negatives, (B / devices) * (1 + hn) - 1 for
+local ones; `logged_negatives_per_query` is what training logged (lower by the candidates masked as false
+negatives, i.e. texts equal to the positive).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import re
+import time
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+
+from neuralir_jax import config_lib
+
+BUDGETS = ("steps", "examples")
+NEGATIVES = ("global", "local")
+# The four axes every ablation grid should turn (see `grid_axes`).
+AXES = ("batch_size", "negatives", "infonce.hard_negatives", "infonce.learnable_temperature")
+TASK_METRICS = {"sts": ("spearman", "pearson"),
+                "beir": ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map")}
+PRIMARY_METRIC = {"sts": "spearman", "beir": "ndcg@10"}
+SETTING_COLUMNS = ("name", "batch_size", "negatives", "hard_negatives", "learnable_temperature",
+                   "negatives_per_query")
+RUN_COLUMNS = ("num_steps", "examples", "final_loss", "final_temperature", "logged_negatives_per_query",
+               "train_seconds", "eval_seconds")
+RESULT_FILE = "ablation_result.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One run: its name (subdirectory) and its complete training config."""
+  name: str
+  config: ml_collections.ConfigDict
+
+
+# --- Settings -----------------------------------------------------------------------------------------
+
+
+def negatives_per_query(batch_size: int, negatives: str, hard_negatives: bool, num_devices: int) -> int:
+  """Candidates per query other than its positive: the global or the per-device batch's positives (and hard
+  negatives)."""
+  if negatives not in NEGATIVES:
+    raise ValueError(f"negatives={negatives!r}: use one of {NEGATIVES}.")
+  rows = batch_size if negatives == "global" else batch_size // num_devices
+  return rows * (2 if hard_negatives else 1) - 1
+
+
+def _override_text(value: Any) -> str:
+  """The `--config.KEY=TEXT` form of a Python value, as config_lib parses it back."""
+  return value if isinstance(value, str) else repr(value)
+
+
+def _same_type(old: Any, new: Any) -> bool:
+  if isinstance(old, bool) or isinstance(new, bool):
+    return isinstance(old, bool) and isinstance(new, bool)
+  if isinstance(old, float):
+    return isinstance(new, (int, float))
+  if isinstance(old, (int, str)):
+    return type(new) is type(old)
+  return True
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+def _setting_config(base: ml_collections.ConfigDict, setting: Mapping[str, Any], where: str,
+                    budget: str, examples_per_run: int) -> ml_collections.ConfigDict:
+  """The training config of one setting: base + its keys (validated), num_steps from the budget."""
+  config = ml_collections.ConfigDict(base.to_dict())
+  for key, value in setting.items():
+    if key == "name":
+      continue
+    try:
+      config_lib.apply_overrides(config, [f"{key}={_override_text(value)}"], source=where)
+      ok = _same_type(_get(base, key), _get(config, key))
+    except (KeyError, ValueError) as e:
+      raise type(e)(f"{where}: {e.args[0] if e.args else e}") from None
+    except TypeError:  # ConfigDict refused the type (e.g. a float for an int key).
+      ok = False
+    if not ok:
+      raise ValueError(f"{where}: {key}={value!r} must be a {type(_get(base, key)).__name__} like the "
+                       f"base config's {_get(base, key)!r}.")
+  if budget == "examples":
+    if "num_steps" in setting:
+      raise ValueError(f"{where} sets num_steps, but ablation.budget='examples' derives it from "
+                       "ablation.examples_per_run; remove it or set ablation.budget='steps'.")
+    config.num_steps = examples_per_run // config.batch_size
+    if config.num_steps < 1:
+      raise ValueError(f"{where}: ablation.examples_per_run={examples_per_run} is less than one batch of "
+                       f"{config.batch_size}; raise ablation.examples_per_run.")
+  if config.negatives not in NEGATIVES:
+    raise ValueError(f"{where}: negatives={config.negatives!r}; use one of {NEGATIVES}.")
+  return config
+
+
+def settings_of(config: ml_collections.ConfigDict, num_devices: int | None = None) -> list[Setting]:
+  """Validates `config.ablation` and returns one Setting per run (filtered by `ablation.only`)."""
+  if "ablation" not in config:
+    raise KeyError("config has no 'ablation' block: use configs/ablation_negatives.py or add ablation.settings.")
+  abl = config.ablation
+  budget = abl.get("budget", "steps")
+  if budget not in BUDGETS:
+    raise ValueError(f"ablation.budget={budget!r}: use one of {BUDGETS}.")
+  examples_per_run = int(abl.get("examples_per_run", 0))
+  if budget == "examples" and examples_per_run < 1:
+    raise ValueError("ablation.budget='examples' needs ablation.examples_per_run > 0.")
+  if not isinstance(abl.get("settings"), (list, tuple)) or not abl.settings:
+    raise ValueError("ablation.settings must be a non-empty list of dicts, each with a 'name'.")
+  base = ml_collections.ConfigDict(config.to_dict())
+  del base["ablation"]
+  out, seen = [], set()
+  for i, setting in enumerate(abl.settings):
+    setting = setting.to_dict() if isinstance(setting, ml_collections.ConfigDict) else setting
+    where = f"ablation.settings[{i}]"
+    if not isinstance(setting, Mapping):
+      raise ValueError(f"{where} is {setting!r}: each setting must be a dict with a 'name' and config keys.")
+    name = setting.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+      raise ValueError(f"{where} has name {name!r}: give a 'name' of letters, digits, '_', '-', '.' (it "
+                       "names the run's subdirectory).")
+    if name in seen:
+      raise ValueError(f"{where}: name {name!r} is used twice; every setting needs its own name.")
+    seen.add(name)
+    run_config = _setting_config(base, setting, f"{where} ({name})", budget, examples_per_run)
+    if num_devices and run_config.batch_size % num_devices:
+      raise ValueError(f"{where} ({name}): batch_size={run_config.batch_size} is not divisible by the "
+                       f"{num_devices} devices; use a multiple of {num_devices}.")
+    out.append(Setting(name, run_config))
+  only = [n.strip() for n in str(abl.get("only", "")).split(",") if n.strip()]
+  unknown = sorted(set(only) - seen)
+  if unknown:
+    raise ValueError(f"ablation.only names {unknown}, which are not settings; pick from {sorted(seen)}.")
+  return [s for s in out if not only or s.name in only]
+
+
+def grid_axes(settings: Sequence[Setting]) -> dict[str, list]:
+  """The distinct values each axis of AXES takes across the settings."""
+  return {axis: sorted({_get(s.config, axis) for s in settings}, key=repr) for axis in AXES}
+
+
+# --- Tasks and metrics --------------------------------------------------------------------------------
+
+
+def task_kind(task: str) -> str:
+  kind = task.partition(":")[0]
+  if kind not in TASK_METRICS:
+    raise ValueError(f"ablation.eval_tasks has {task!r}: use sts:FILE or beir:DIR[:SPLIT].")
+  return kind
+
+
+def task_label(task: str) -> str:
+  """A short column prefix: `sts:data/sts/stsb_dev.tsv.gz` -> `stsb_dev`, `beir:DIR:dev` -> `DIRNAME_dev`."""
+  kind = task_kind(task)
+  rest = task.partition(":")[2]
+  path, split = (rest.rsplit(":", 1) + [""])[:2] if kind == "beir" and ":" in rest else (rest, "")
+  label = os.path.basename(os.path.normpath(path))
+  label = re.sub(r"(\.(tsv|jsonl|json|csv|gz))+$", "", label)
+  return f"{label}_{split}" if split and split != "test" else label
+
+
+def metric_columns(eval_tasks: Sequence[str]) -> list[str]:
+  return [f"{task_label(t)}/{m}" for t in eval_tasks for m in TASK_METRICS[task_kind(t)]]
+
+
+def primary_metric_columns(eval_tasks: Sequence[str]) -> list[str]:
+  return [f"{task_label(t)}/{PRIMARY_METRIC[task_kind(t)]}" for t in eval_tasks]
+
+
+# --- Running ------------------------------------------------------------------------------------------
+
+
+def _last_logged(workdir: str) -> dict:
+  """The last metrics.jsonl row that has a loss (train() returns no metrics for a finished workdir)."""
+  last = {}
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.isfile(path):
+    with open(path) as f:
+      for line in f:
+        row = json.loads(line)
+        if "loss" in row:
+          last = row
+  return last
+
+
+def _evaluate(workdir: str, eval_tasks: Sequence[str], batch_size: int) -> dict[str, float]:
+  from neuralir_jax import evaluate, train
+  encoder = train.load_workdir_encoder(workdir)
+  out = {}
+  for task in eval_tasks:
+    results = evaluate.evaluate_task(lambda t: encoder.encode(t, batch_size=batch_size), task, index="exact")
+    out.update({f"{task_label(task)}/{m}": float(results[m]) for m in TASK_METRICS[task_kind(task)]})
+  return out
+
+
+def _comparable(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def run_setting(setting: Setting, workdir: str, eval_tasks: Sequence[str], num_devices: int) -> dict:
+  """Trains (or resumes, or skips) one setting in workdir/name and evaluates it; returns its row."""
+  from neuralir_jax import train
+  run_dir = os.path.join(workdir, setting.name)
+  result_path = os.path.join(run_dir, RESULT_FILE)
+  config_dict = _comparable(setting.config)
+  saved = {"row": {}}
+  if os.path.isfile(result_path):
+    with open(result_path) as f:
+      saved = json.load(f)
+    if saved["config"] != config_dict:
+      changed = sorted(k for k in set(_flat(saved["config"])) | set(_flat(config_dict))
+                       if _flat(saved["config"]).get(k) != _flat(config_dict).get(k))
+      raise ValueError(f"{run_dir} holds a finished run of setting {setting.name!r} with another config "
+                       f"(differs in {changed}); delete {run_dir} or rename the setting.")
+    if saved["row"].keys() >= set(metric_columns(eval_tasks)):
+      logging.info("%s: finished earlier, reusing %s", setting.name, result_path)
+      return saved["row"]
+  c = setting.config
+  tic = time.perf_counter()
+  metrics = train.train(c, run_dir)
+  train_seconds = time.perf_counter() - tic
+  if metrics.get("resumed_finished"):  # Trained by an earlier call that stopped before its evaluation.
+    metrics, train_seconds = _last_logged(run_dir), saved["row"].get("train_seconds", math.nan)
+  tic = time.perf_counter()
+  scores = _evaluate(run_dir, eval_tasks, int(c.eval.batch_size))
+  row = {"name": setting.name, "batch_size": int(c.batch_size), "negatives": c.negatives,
+         "hard_negatives": bool(c.infonce.hard_negatives),
+         "learnable_temperature": bool(c.infonce.learnable_temperature),
+         "negatives_per_query": negatives_per_query(c.batch_size, c.negatives, c.infonce.hard_negatives,
+                                                    num_devices),
+         **scores, "num_steps": int(c.num_steps), "examples": int(c.num_steps) * int(c.batch_size),
+         "final_loss": float(metrics.get("loss", math.nan)),
+         "final_temperature": float(metrics.get("temperature", math.nan)),
+         "logged_negatives_per_query": float(metrics.get("negatives_per_query", math.nan)),
+         "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - tic}
+  with open(result_path, "w") as f:
+    json.dump({"row": row, "config": config_dict}, f, indent=2)
+  return row
+
+
+def _flat(d: Mapping, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, Mapping):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def run_ablation(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  """Every setting in turn, then results.csv, ablation.png and the console table; returns the rows."""
+  import jax
+  num_devices = jax.device_count()
+  settings = settings_of(config, num_devices)
+  eval_tasks = tuple(config.ablation.eval_tasks)
+  if not eval_tasks:
+    raise ValueError("ablation.eval_tasks is empty: give at least one sts:FILE or beir:DIR task.")
+  metrics = metric_columns(eval_tasks)
+  os.makedirs(workdir, exist_ok=True)
+  rows = []
+  for i, setting in enumerate(settings):
+    logging.info("ablation run %d/%d: %s", i + 1, len(settings), setting.name)
+    rows.append(run_setting(setting, workdir, eval_tasks, num_devices))
+    write_results_csv(rows, os.path.join(workdir, "results.csv"), metrics)  # Partial results survive a crash.
+  plot_results(rows, os.path.join(workdir, "ablation.png"), primary_metric_columns(eval_tasks))
+  print(format_table(rows, list(SETTING_COLUMNS) + primary_metric_columns(eval_tasks) + ["train_seconds"]))
+  print(f"wrote {os.path.join(workdir, 'results.csv')} and {os.path.join(workdir, 'ablation.png')}")
+  return rows
+
+
+def run_from_cli(config_spec: str, workdir: str, overrides: Sequence[str]) -> list[dict]:
+  config = config_lib.load_config(config_spec)
+  config_lib.apply_overrides(config, overrides, source=config_spec)
+  if "ablation" in config and not os.environ.get("JAX_NUM_CPU_DEVICES"):
+    num_cpu = int(config.ablation.get("num_cpu_devices", 0))
+    if num_cpu:
+      import jax
+      try:
+        jax.config.update("jax_num_cpu_devices", num_cpu)
+      except RuntimeError as e:  # Backends already initialised: keep what JAX has.
+        logging.warning("ablation.num_cpu_devices=%d not applied: %s", num_cpu, e)
+  return run_ablation(config, workdir)
+
+
+# --- Output -------------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+  if isinstance(value, float):
+    return "nan" if math.isnan(value) else f"{value:.6g}"
+  return str(value)
+
+
+def columns_of(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[str]:
+  """SETTING_COLUMNS, the metrics, RUN_COLUMNS, then any other key in first-seen order."""
+  known = list(SETTING_COLUMNS) + list(metrics) + list(RUN_COLUMNS)
+  extra = [k for row in rows for k in row if k not in known]
+  return known + list(dict.fromkeys(extra))
+
+
+def write_results_csv(rows: Sequence[Mapping[str, Any]], path: str, metrics: Sequence[str]) -> None:
+  """One row per setting; floats to 6 significant digits, missing cells empty."""
+  columns = columns_of(rows, metrics)
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator="\n")
+  writer.writerow(columns)
+  for row in rows:
+    writer.writerow([_cell(row[c]) if c in row else "" for c in columns])
+  with open(path, "w", newline="") as f:
+    f.write(buf.getvalue())
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+  """A fixed-width text table: floats to 4 decimals, columns as wide as their widest cell."""
+  def cell(v):
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+  body = [[cell(row.get(c, "")) for c in columns] for row in rows]
+  widths = [max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(columns)]
+  lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+  lines.append("  ".join("-" * w for w in widths))
+  lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in body]
+  return "\n".join(lines)
+
+
+def variant_label(row: Mapping[str, Any]) -> str:
+  return (f"{'hard negatives' if row['hard_negatives'] else 'in-batch only'}, "
+          f"{'learnable' if row['learnable_temperature'] else 'fixed'} tau")
+
+
+def plot_series(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[tuple[str, str], list[tuple]]:
+  """(variant label, negatives mode) -> [(negatives per query, metric, name)] sorted by negatives."""
+  series: dict[tuple[str, str], list[tuple]] = {}
+  for row in rows:
+    if metric in row:
+      series.setdefault((variant_label(row), row["negatives"]), []).append(
+          (row["negatives_per_query"], row[metric], row["name"]))
+  return {k: sorted(v) for k, v in sorted(series.items())}
+
+
+def plot_results(rows: Sequence[Mapping[str, Any]], path: str, metrics: Sequence[str]) -> dict:
+  """ablation.png: one panel per metric vs negatives per query (log2); returns {metric: plot_series}."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  variants = sorted({variant_label(r) for r in rows})
+  colors = {v: plt.get_cmap("tab10")(i) for i, v in enumerate(variants)}
+  fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
+  drawn = {}
+  for ax, metric in zip(axes[0], metrics):
+    drawn[metric] = plot_series(rows, metric)
+    for (variant, mode), points in drawn[metric].items():
+      xs, ys = [max(p[0], 1) for p in points], [p[1] for p in points]  # log2 axis: 0 negatives drawn at 1.
+      is_global = mode == "global"
+      ax.plot(xs, ys, linestyle="-" if is_global else "--", marker="o" if is_global else "s",
+              color=colors[variant], markerfacecolor=colors[variant] if is_global else "none",
+              label=f"{variant}, {mode}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("negatives per query")
+    ax.set_ylabel(metric)
+    ax.grid(True, alpha=0.3)
+  axes[0][0].legend(fontsize=8)
+  fig.suptitle("InfoNCE: effect of negatives per query (global = gathered across devices)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return drawn

@@ -1,0 +1,232 @@
+"""Tests for neuralir_jax/ablation.py: settings validation, the grid, results.csv, the table and the plot.
+
+No training here except `test_two_tiny_settings_end_to_end` (2 settings x 3 steps of configs/tiny.py size);
+the training loop itself is covered by the training tests.
+"""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from neuralir_jax import ablation, config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "ablation_negatives.py")
+
+
+def _config(settings, **ablation_fields):
+  c = config_lib.load_config(CONFIG)
+  c.ablation.settings = settings
+  for k, v in ablation_fields.items():
+    c.ablation[k] = v
+  return c
+
+
+def _row(name, b, neg, hn, lt, npq, sp, nd, secs):
+  return {"name": name, "batch_size": b, "negatives": neg, "hard_negatives": hn, "learnable_temperature": lt,
+          "negatives_per_query": npq, "stsb_dev/spearman": sp, "cranfield/ndcg@10": nd, "num_steps": 60,
+          "examples": 60 * b, "final_loss": 1.25, "final_temperature": 0.05,
+          "logged_negatives_per_query": float(npq), "train_seconds": secs, "eval_seconds": 2.0}
+
+
+ROWS = [
+    _row("b16_global_hn_fixed", 16, "global", True, False, 31, 0.41234567, 0.1, 30.123456),
+    _row("b128_global_hn_fixed", 128, "global", True, False, 255, 0.55, 0.2, 61.0),
+    _row("b128_local_hn_fixed", 128, "local", True, False, 31, 0.45, 0.12, 60.5),
+    _row("b16_global_nohn_learnt", 16, "global", False, True, 15, 0.3, 0.05, float("nan")),
+]
+
+
+def test_negatives_per_query_formula():
+  assert ablation.negatives_per_query(64, "global", True, 8) == 127
+  assert ablation.negatives_per_query(64, "global", False, 8) == 63
+  assert ablation.negatives_per_query(64, "local", True, 8) == 15
+  assert ablation.negatives_per_query(64, "local", False, 8) == 7
+  assert ablation.negatives_per_query(4096, "local", True, 1) == 8191
+  with pytest.raises(ValueError, match="negatives='both'"):
+    ablation.negatives_per_query(64, "both", True, 8)
+
+
+def test_default_grid_covers_four_axes_and_builds_configs():
+  c = config_lib.load_config(CONFIG)
+  settings = ablation.settings_of(c, num_devices=8)
+  assert len(settings) == 10
+  axes = ablation.grid_axes(settings)
+  assert axes["batch_size"] == [128, 16, 32, 64]  # Sorted by repr.
+  assert axes["negatives"] == ["global", "local"]
+  assert axes["infonce.hard_negatives"] == [False, True]
+  assert axes["infonce.learnable_temperature"] == [False, True]
+  by_name = {s.name: s.config for s in settings}
+  local = by_name["b128_local_hn_fixed"]
+  assert (local.batch_size, local.negatives, local.infonce.hard_negatives) == (128, "local", True)
+  assert "ablation" not in local  # The run's config is a plain training config.
+  assert by_name["b16_global_hn_learnt"].infonce.learnable_temperature is True
+  assert all(s.config.num_steps == c.num_steps for s in settings)  # budget "steps".
+  assert c.objectives.nli_softmax == 0 and c.data.view == "triplets"
+  # Same steps and data, only the candidate pool differs: the grid's clean negatives contrast.
+  npq = {s.name: ablation.negatives_per_query(s.config.batch_size, s.config.negatives,
+                                              s.config.infonce.hard_negatives, 8) for s in settings}
+  assert npq["b128_global_hn_fixed"] == 255 and npq["b128_local_hn_fixed"] == 31
+
+
+def test_full_variant_keeps_examples_equal():
+  c = config_lib.load_config(CONFIG + ":full")
+  settings = ablation.settings_of(c, num_devices=8)
+  assert len(settings) == 40 and c.data.train == "tfds:snli:train"
+  assert max(s.config.batch_size for s in settings) == 4096
+  assert {s.config.num_steps * s.config.batch_size for s in settings} == {c.ablation.examples_per_run}
+  axes = ablation.grid_axes(settings)
+  assert all(len(v) >= 2 for v in axes.values())
+  with pytest.raises(ValueError, match="unknown variant"):
+    config_lib.load_config(CONFIG + ":huge")
+
+
+@pytest.mark.parametrize("settings, match", [
+    ([{"batch_size": 16}], r"settings\[0\] has name None"),
+    ([{"name": "a/b", "batch_size": 16}], r"name 'a/b'"),
+    ([{"name": "a"}, {"name": "a"}], "used twice"),
+    ([{"name": "a", "batchsize": 16}], r"unknown config key 'batchsize'"),
+    ([{"name": "a", "infonce.hardnegatives": True}], r"infonce has keys"),
+    ([{"name": "a", "batch_size": "lots"}], r"batch_size=lots: cannot parse as int"),
+    ([{"name": "a", "batch_size": 12.5}], r"batch_size=12.5 must be a int"),
+    ([{"name": "a", "negatives": "everywhere"}], r"negatives='everywhere'"),
+    ([{"name": "a", "batch_size": 20}], r"batch_size=20 is not divisible by the 8 devices"),
+    ([], "non-empty list"),
+    (["b16"], r"settings\[0\] is 'b16'"),
+])
+def test_bad_settings_fail_with_one_line_naming_the_key(settings, match):
+  with pytest.raises((KeyError, ValueError), match=match) as e:
+    ablation.settings_of(_config(settings), num_devices=8)
+  assert "\n" not in str(e.value)
+
+
+def test_budget_examples_derives_steps_and_rejects_explicit_steps():
+  c = _config([{"name": "a", "batch_size": 16}, {"name": "b", "batch_size": 64}],
+              budget="examples", examples_per_run=640)
+  assert [s.config.num_steps for s in ablation.settings_of(c, 8)] == [40, 10]
+  c = _config([{"name": "a", "batch_size": 16, "num_steps": 5}], budget="examples", examples_per_run=640)
+  with pytest.raises(ValueError, match="sets num_steps"):
+    ablation.settings_of(c, 8)
+  with pytest.raises(ValueError, match="less than one batch"):
+    ablation.settings_of(_config([{"name": "a", "batch_size": 64}], budget="examples", examples_per_run=32), 8)
+  with pytest.raises(ValueError, match="ablation.budget='epochs'"):
+    ablation.settings_of(_config([{"name": "a"}], budget="epochs"), 8)
+
+
+def test_only_filters_and_rejects_unknown_names():
+  c = _config([{"name": "a"}, {"name": "b"}, {"name": "c"}], only="c, a")
+  assert [s.name for s in ablation.settings_of(c, 8)] == ["a", "c"]
+  with pytest.raises(ValueError, match=r"names \['z'\]"):
+    ablation.settings_of(_config([{"name": "a"}], only="z"), 8)
+
+
+def test_settings_override_from_the_command_line():
+  c = config_lib.load_config(CONFIG)
+  config_lib.apply_overrides(c, ['--config.ablation.settings=[{"name": "x", "batch_size": 8}]'])
+  (setting,) = ablation.settings_of(c, 8)
+  assert setting.name == "x" and setting.config.batch_size == 8
+
+
+def test_task_labels_and_metric_columns():
+  assert ablation.task_label("sts:data/sts/stsb_dev.tsv.gz") == "stsb_dev"
+  assert ablation.task_label("beir:data/retrieval/cranfield") == "cranfield"
+  assert ablation.task_label("beir:data/retrieval/scifact/:train") == "scifact_train"
+  assert ablation.task_label("beir:data/retrieval/scifact:test") == "scifact"
+  tasks = ("sts:data/sts/stsb_dev.tsv.gz", "beir:data/retrieval/cranfield")
+  assert ablation.metric_columns(tasks) == [
+      "stsb_dev/spearman", "stsb_dev/pearson", "cranfield/ndcg@10", "cranfield/recall@10",
+      "cranfield/recall@100", "cranfield/mrr@10", "cranfield/map"]
+  assert ablation.primary_metric_columns(tasks) == ["stsb_dev/spearman", "cranfield/ndcg@10"]
+  with pytest.raises(ValueError, match="nli:x.jsonl"):
+    ablation.task_kind("nli:x.jsonl")
+
+
+def test_results_csv_golden(tmp_path):
+  path = tmp_path / "results.csv"
+  ablation.write_results_csv(ROWS[:2] + ROWS[3:], str(path), ["stsb_dev/spearman", "cranfield/ndcg@10"])
+  assert path.read_text() == (
+      "name,batch_size,negatives,hard_negatives,learnable_temperature,negatives_per_query,"
+      "stsb_dev/spearman,cranfield/ndcg@10,num_steps,examples,final_loss,final_temperature,"
+      "logged_negatives_per_query,train_seconds,eval_seconds\n"
+      "b16_global_hn_fixed,16,global,True,False,31,0.412346,0.1,60,960,1.25,0.05,31,30.1235,2\n"
+      "b128_global_hn_fixed,128,global,True,False,255,0.55,0.2,60,7680,1.25,0.05,255,61,2\n"
+      "b16_global_nohn_learnt,16,global,False,True,15,0.3,0.05,60,960,1.25,0.05,15,nan,2\n")
+
+
+def test_results_csv_keeps_unknown_keys_and_blanks_missing_cells(tmp_path):
+  path = tmp_path / "results.csv"
+  rows = [{"name": "a", "batch_size": 8, "extra": 1}, {"name": "b", "stsb_dev/spearman": 0.5}]
+  ablation.write_results_csv(rows, str(path), ["stsb_dev/spearman"])
+  lines = path.read_text().splitlines()
+  assert lines[0].split(",")[-1] == "extra"
+  assert lines[1] == ",".join(["a", "8"] + [""] * 12 + ["1"])  # 6 setting + 1 metric + 7 run columns.
+  assert lines[2] == ",".join(["b"] + [""] * 5 + ["0.5"] + [""] * 8)
+
+
+def test_format_table_golden():
+  text = ablation.format_table(ROWS[:2], ["name", "negatives_per_query", "stsb_dev/spearman"])
+  assert text == (
+      "name                  negatives_per_query  stsb_dev/spearman\n"
+      "--------------------  -------------------  -----------------\n"
+      "b16_global_hn_fixed   31                   0.4123\n"
+      "b128_global_hn_fixed  255                  0.5500")
+
+
+def test_plot_series_and_png(tmp_path):
+  path = tmp_path / "ablation.png"
+  drawn = ablation.plot_results(ROWS, str(path), ["stsb_dev/spearman", "cranfield/ndcg@10"])
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  series = drawn["stsb_dev/spearman"]
+  assert series == {
+      ("hard negatives, fixed tau", "global"): [(31, 0.41234567, "b16_global_hn_fixed"),
+                                                (255, 0.55, "b128_global_hn_fixed")],
+      ("hard negatives, fixed tau", "local"): [(31, 0.45, "b128_local_hn_fixed")],
+      ("in-batch only, learnable tau", "global"): [(15, 0.3, "b16_global_nohn_learnt")],
+  }
+  assert drawn["cranfield/ndcg@10"][("hard negatives, fixed tau", "global")][1][1] == 0.2
+
+
+def test_finished_run_is_reused_and_a_changed_config_is_an_error(tmp_path):
+  c = _config([{"name": "a", "batch_size": 16}])
+  (setting,) = ablation.settings_of(c, 8)
+  tasks = ("sts:data/sts/stsb_dev.tsv.gz",)
+  run_dir = tmp_path / "a"
+  run_dir.mkdir()
+  row = {"name": "a", "stsb_dev/spearman": 0.5, "stsb_dev/pearson": 0.4}
+  (run_dir / ablation.RESULT_FILE).write_text(
+      json.dumps({"row": row, "config": ablation._comparable(setting.config)}))
+  assert ablation.run_setting(setting, str(tmp_path), tasks, 8) == row  # No training: it would take seconds.
+  (changed,) = ablation.settings_of(_config([{"name": "a", "batch_size": 32}]), 8)
+  with pytest.raises(ValueError, match=r"differs in \['batch_size'\]"):
+    ablation.run_setting(changed, str(tmp_path), tasks, 8)
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "neuralir_jax", "train.py")),
+                    reason="needs neuralir_jax/train.py")
+def test_two_tiny_settings_end_to_end(tmp_path, monkeypatch):
+  monkeypatch.chdir(ROOT)
+  c = config_lib.load_config(CONFIG)
+  tiny = config_lib.load_config(os.path.join(ROOT, "configs", "tiny.py"))
+  c.model = tiny.model
+  c.model.max_seq_length = 32
+  c.data.max_length = 16
+  c.num_steps = 2
+  c.log_every_steps = 1
+  c.ablation.settings = [
+      {"name": "g", "batch_size": 16, "negatives": "global", "infonce.hard_negatives": True},
+      {"name": "l", "batch_size": 16, "negatives": "local", "infonce.hard_negatives": False,
+       "infonce.learnable_temperature": True}]
+  c.ablation.eval_tasks = ("sts:data/sts/sick_trial.tsv",)
+  rows = ablation.run_ablation(c, str(tmp_path))
+  assert [r["negatives_per_query"] for r in rows] == [31, 1]
+  assert [r["logged_negatives_per_query"] <= r["negatives_per_query"] for r in rows] == [True, True]
+  assert all(np.isfinite(r["final_loss"]) and -1 <= r["sick_trial/spearman"] <= 1 for r in rows)
+  assert rows[1]["final_temperature"] != pytest.approx(0.05, abs=1e-9)  # Learnt.
+  lines = (tmp_path / "results.csv").read_text().splitlines()
+  assert len(lines) == 3 and lines[1].startswith("g,16,global,True,False,31,")
+  assert (tmp_path / "ablation.png").stat().st_size > 0
+  assert ablation.run_ablation(c, str(tmp_path)) == rows  # Rerun: finished runs are reused, not retrained.
