@@ -1,0 +1,93 @@
+"""Training objectives on sentence embeddings, kept apart from the encoder.
+
+Sentence-BERT's NLI softmax head (`softmax(W [u; v; |u - v|])`), STS cosine regression, the Euclidean
+triplet loss, and InfoNCE / multiple-negatives ranking with optional hard negatives, false-negative masking
+by text hash and a fixed or learnable temperature. Every function here sees one device's tensors; the
+cross-device candidate gather lives in `sharding.py`. Losses are means over the local batch so that the
+`pmean` of per-device losses equals the loss of the global batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+NUM_NLI_CLASSES = 3  # 0 entailment, 1 neutral, 2 contradiction.
+MIN_TEMPERATURE = 0.01  # Learnable temperatures are clipped so that 1 / tau <= 100 (as CLIP does).
+_MASKED_LOGIT = -1e9  # Finite, so a fully masked row gives no NaN.
+
+
+def init_nli_head(rng: jax.Array, dim: int) -> dict[str, jax.Array]:
+  """Params {'kernel': [3 * dim, 3], 'bias': [3]} of the NLI softmax classifier (torch Linear init)."""
+  bound = 1.0 / math.sqrt(3 * dim)
+  kernel = jax.random.uniform(rng, (3 * dim, NUM_NLI_CLASSES), jnp.float32, -bound, bound)
+  return {"kernel": kernel, "bias": jnp.zeros((NUM_NLI_CLASSES,), jnp.float32)}
+
+
+def nli_logits(head: dict[str, jax.Array], u_BxD: jax.Array, v_BxD: jax.Array) -> jax.Array:
+  features_Bx3D = jnp.concatenate([u_BxD, v_BxD, jnp.abs(u_BxD - v_BxD)], axis=-1)
+  return features_Bx3D @ head["kernel"] + head["bias"]
+
+
+def nli_softmax_loss(head: dict[str, jax.Array], u_BxD: jax.Array, v_BxD: jax.Array,
+                     labels_B: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Sentence-BERT's classification objective: (mean cross-entropy, accuracy) over the batch."""
+  logits_Bx3 = nli_logits(head, u_BxD, v_BxD)
+  log_probs_Bx3 = jax.nn.log_softmax(logits_Bx3, axis=-1)
+  nll_B = -jnp.take_along_axis(log_probs_Bx3, labels_B[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  accuracy = jnp.mean((jnp.argmax(logits_Bx3, axis=-1) == labels_B).astype(jnp.float32))
+  return nll_B.mean(), accuracy
+
+
+def cosine_similarity(u_BxD: jax.Array, v_BxD: jax.Array, eps: float = 1e-8) -> jax.Array:
+  num_B = jnp.sum(u_BxD * v_BxD, axis=-1)
+  norms_B = jnp.linalg.norm(u_BxD, axis=-1) * jnp.linalg.norm(v_BxD, axis=-1)
+  return num_B / jnp.maximum(norms_B, eps)
+
+
+def sts_cosine_loss(u_BxD: jax.Array, v_BxD: jax.Array, score_B: jax.Array,
+                    max_score: float = 5.0) -> jax.Array:
+  """MSE between cos(u, v) and the gold similarity scaled to [0, 1] (sentence-transformers CosineSimilarityLoss)."""
+  return jnp.mean((cosine_similarity(u_BxD, v_BxD) - score_B / max_score) ** 2)
+
+
+def triplet_loss(a_BxD: jax.Array, p_BxD: jax.Array, n_BxD: jax.Array, margin: float = 1.0) -> jax.Array:
+  """Mean of max(||a - p|| - ||a - n|| + margin, 0), Euclidean distances (Sentence-BERT's triplet objective)."""
+  d_pos_B = jnp.linalg.norm(a_BxD - p_BxD, axis=-1)
+  d_neg_B = jnp.linalg.norm(a_BxD - n_BxD, axis=-1)
+  return jnp.mean(jax.nn.relu(d_pos_B - d_neg_B + margin))
+
+
+def temperature_from_log(log_temperature: jax.Array) -> jax.Array:
+  """tau = exp(log_tau), clipped below at MIN_TEMPERATURE (no gradient past the clip)."""
+  return jnp.exp(jnp.maximum(log_temperature, math.log(MIN_TEMPERATURE)))
+
+
+def false_negative_mask(target_hash_B: jax.Array, cand_hash_C: jax.Array, labels_B: jax.Array) -> jax.Array:
+  """True where candidate c has the same text as query b's positive, except the positive itself."""
+  same_BxC = target_hash_B[:, None] == cand_hash_C[None, :]
+  is_label_BxC = jnp.arange(cand_hash_C.shape[0])[None, :] == labels_B[:, None]
+  return same_BxC & ~is_label_BxC
+
+
+def infonce_logits(q_BxD: jax.Array, cand_CxD: jax.Array, temperature: jax.Array | float,
+                   mask_BxC: jax.Array | None = None) -> jax.Array:
+  """Similarities / tau, with masked (false-negative) candidates pushed to a large negative value."""
+  logits_BxC = (q_BxD @ cand_CxD.T) / temperature
+  if mask_BxC is not None:
+    logits_BxC = jnp.where(mask_BxC, _MASKED_LOGIT, logits_BxC)
+  return logits_BxC
+
+
+def infonce(q_BxD: jax.Array, cand_CxD: jax.Array, labels_B: jax.Array,
+            temperature: jax.Array | float = 0.05, mask_BxC: jax.Array | None = None) -> jax.Array:
+  """Mean over queries of -log softmax(sim(q, c) / tau)[label] over the candidates.
+
+  Similarity is the dot product; with L2-normalised embeddings (the encoder's default) it is the cosine,
+  as in sentence-transformers' MultipleNegativesRankingLoss (whose scale 20 is 1 / 0.05).
+  """
+  logits_BxC = infonce_logits(q_BxD, cand_CxD, temperature, mask_BxC)
+  log_probs_BxC = jax.nn.log_softmax(logits_BxC, axis=-1)
+  return -jnp.mean(jnp.take_along_axis(log_probs_BxC, labels_B[:, None], axis=-1)[:, 0])

@@ -1,0 +1,64 @@
+"""AdamW with linear warmup then linear decay, no weight decay on LayerNorm params and biases, clipping.
+
+The recipe of Sentence-BERT / Hugging Face `get_linear_schedule_with_warmup`: the learning rate rises from 0
+to `learning_rate` over the warmup steps, then falls linearly to 0 at `num_steps`. Gradients are clipped by
+their global norm before AdamW.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+
+def warmup_steps_of(opt_config: ml_collections.ConfigDict, num_steps: int) -> int:
+  """`warmup_steps` when set (>= 0), else `warmup_fraction * num_steps` (0 when neither is set)."""
+  steps = opt_config.get("warmup_steps", None)
+  if steps is not None and steps >= 0:
+    return int(steps)
+  return int(round(float(opt_config.get("warmup_fraction", 0.0) or 0.0) * num_steps))
+
+
+def linear_warmup_decay(learning_rate: float, warmup_steps: int, num_steps: int) -> optax.Schedule:
+  warmup_steps = min(warmup_steps, num_steps)
+  warmup = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
+  decay = optax.linear_schedule(learning_rate, 0.0, max(num_steps - warmup_steps, 1))
+  if warmup_steps == 0:
+    return decay
+  return optax.join_schedules([warmup, decay], [warmup_steps])
+
+
+def _path_names(path) -> list[str]:
+  return [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+
+
+def decay_mask(params: Any) -> Any:
+  """True for params that get weight decay: everything except LayerNorm params, biases and scalars."""
+  def decays(path, leaf) -> bool:
+    names = _path_names(path)
+    if names and names[-1] == "bias":
+      return False
+    if any("layer_norm" in n or "layernorm" in n.lower() for n in names):
+      return False
+    return getattr(leaf, "ndim", 0) >= 1
+
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(opt_config: ml_collections.ConfigDict,
+                   num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(tx, schedule) from config.optimizer: learning_rate, warmup_steps | warmup_fraction, weight_decay,
+  clip_norm (<= 0: off), b1, b2, eps."""
+  schedule = linear_warmup_decay(float(opt_config.learning_rate), warmup_steps_of(opt_config, num_steps),
+                                 num_steps)
+  parts = []
+  clip_norm = float(opt_config.get("clip_norm", 1.0) or 0.0)
+  if clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(clip_norm))
+  parts.append(optax.adamw(schedule, b1=float(opt_config.get("b1", 0.9)), b2=float(opt_config.get("b2", 0.999)),
+                           eps=float(opt_config.get("eps", 1e-6)),
+                           weight_decay=float(opt_config.get("weight_decay", 0.01)), mask=decay_mask))
+  return optax.chain(*parts), schedule

@@ -1,0 +1,61 @@
+"""AdamW schedule, weight-decay mask on the real parameter tree, and gradient clipping."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from neuralir_jax import optimizer, steps
+from train_helpers import tiny_config
+
+
+def _opt(**kw):
+  base = dict(learning_rate=1.0, warmup_steps=2, weight_decay=0.1, clip_norm=1.0, b1=0.9, b2=0.999)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def test_schedule_linear_warmup_then_decay():
+  _, schedule = optimizer.make_optimizer(_opt(), num_steps=10)
+  np.testing.assert_allclose([schedule(s) for s in (0, 1, 2, 6, 10)], [0, 0.5, 1, 0.5, 0], atol=1e-6)
+  _, schedule = optimizer.make_optimizer(_opt(warmup_steps=None, warmup_fraction=0.2), num_steps=10)
+  np.testing.assert_allclose([schedule(s) for s in (1, 2, 6)], [0.5, 1, 0.5], atol=1e-6)
+  _, schedule = optimizer.make_optimizer(_opt(warmup_steps=0), num_steps=4)
+  np.testing.assert_allclose([schedule(s) for s in (0, 2, 4)], [1, 0.5, 0], atol=1e-6)
+
+
+def test_decay_mask_on_real_param_paths():
+  params = steps.init_params(tiny_config(), jax.random.PRNGKey(0))
+  mask = optimizer.decay_mask(params)
+  bert = mask["encoder"]["bert"]
+  assert bert["word_embeddings"]["embedding"] is True
+  assert bert["embeddings_layer_norm"]["scale"] is False and bert["embeddings_layer_norm"]["bias"] is False
+  layer = bert["layer_0"]
+  assert layer["query"]["kernel"] is True and layer["query"]["bias"] is False
+  assert layer["attention_layer_norm"]["scale"] is False and layer["output_layer_norm"]["bias"] is False
+  assert layer["intermediate"]["kernel"] is True
+  assert mask["heads"]["nli"]["kernel"] is True and mask["heads"]["nli"]["bias"] is False
+  assert mask["log_temperature"] is False
+  # Zero gradients: decayed params shrink by lr * wd * p, masked ones do not move.
+  tx, _ = optimizer.make_optimizer(_opt(warmup_steps=0), num_steps=10)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  kernel = params["encoder"]["bert"]["layer_0"]["query"]["kernel"]
+  np.testing.assert_allclose(updates["encoder"]["bert"]["layer_0"]["query"]["kernel"], -0.1 * kernel, rtol=1e-6)
+  assert not np.any(updates["encoder"]["bert"]["layer_0"]["attention_layer_norm"]["scale"])
+  assert not np.any(updates["heads"]["nli"]["bias"]) and float(updates["log_temperature"]) == 0
+
+
+def test_global_norm_clipping():
+  params = {"w": jnp.ones((4,)), "b": jnp.ones((2,))}
+  unit = {"w": jnp.full((4,), 0.4), "b": jnp.array([0.6, 0.0])}  # Global norm 1.
+  assert abs(float(optax.tree.norm(unit)) - 1.0) < 1e-6
+  big = jax.tree.map(lambda g: 1000.0 * g, unit)
+
+  def first_update(clip_norm, grads):
+    # eps = 1 makes Adam's step depend on the gradient's scale, so clipping is visible.
+    tx, _ = optimizer.make_optimizer(_opt(warmup_steps=0, weight_decay=0.0, clip_norm=clip_norm, eps=1.0), 10)
+    return tx.update(grads, tx.init(params), params)[0]
+
+  np.testing.assert_allclose(first_update(1.0, big)["w"], first_update(1.0, unit)["w"], rtol=1e-5)
+  assert not np.allclose(first_update(0.0, big)["w"], first_update(0.0, unit)["w"], rtol=1e-3)
