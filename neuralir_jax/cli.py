@@ -72,7 +72,7 @@ def _load(path: str, step: int | None = None):
 
 def _evaluate(args) -> dict:
   """Metrics of every --task for one model; NLI tasks use the workdir's trained softmax head."""
-  from neuralir_jax import evaluate
+  from neuralir_jax import distributed, evaluate
   enc = _load(args.model, args.step)
   predict_fn = None
   if getattr(enc, "nli_head", None) is not None:
@@ -81,7 +81,8 @@ def _evaluate(args) -> dict:
   results = {}
   for task in args.task:
     results[task] = evaluate.evaluate_task(
-        lambda texts: enc.encode(texts, batch_size=args.batch_size), task, split=args.split,
+        lambda texts: distributed.encode_across_processes(
+            lambda x: enc.encode(x, batch_size=args.batch_size), texts), task, split=args.split,
         index=args.index, index_dir=args.index_dir, predict_fn=predict_fn)
   return results if len(results) > 1 else next(iter(results.values()))
 
@@ -111,8 +112,10 @@ def run(argv: list[str]) -> int:
   elif args.command == "encode":
     import numpy as np
     texts = _read_lines(args.input)
-    emb = _load(args.model, args.step).encode(texts, batch_size=args.batch_size)
-    np.save(args.output, emb)
+    enc = _load(args.model, args.step)
+    emb = distributed.encode_across_processes(lambda x: enc.encode(x, batch_size=args.batch_size), texts)
+    if distributed.is_main_process():
+      np.save(args.output, emb)
     print(f"wrote {args.output}: {emb.shape[0]} x {emb.shape[1]} float32")
   elif args.command == "export":
     if args.workdir and not os.path.isdir(os.path.join(args.workdir, "checkpoints")):

@@ -43,3 +43,23 @@ def setup() -> None:
 
 def is_main_process() -> bool:
   return jax.process_index() == 0
+
+
+def encode_across_processes(encode_fn, texts):
+  """Embeds `texts` with every process's devices: process p encodes the p-th contiguous slice, and the
+  slices are all-gathered, so each process returns all embeddings [len(texts), d] in input order."""
+  import numpy as np
+  count = jax.process_count()
+  texts = list(texts)
+  if count == 1:
+    return encode_fn(texts)
+  from jax.experimental import multihost_utils
+  per_process = -(-len(texts) // count)
+  start = jax.process_index() * per_process
+  mine = texts[start:start + per_process]
+  emb = np.asarray(encode_fn(mine if mine else texts[:1]), np.float32)[:len(mine)]
+  dim = emb.shape[-1]
+  padded = np.zeros((per_process, dim), np.float32)
+  padded[:len(mine)] = emb
+  gathered = np.asarray(multihost_utils.process_allgather(padded))  # [processes, per_process, d]
+  return gathered.reshape(-1, dim)[:len(texts)]

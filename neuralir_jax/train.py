@@ -251,8 +251,9 @@ class _InTrainingEvaluator:
     batch_size = self.config.eval.batch_size
     out = {}
     for task in self.tasks:
-      results = evaluate.evaluate_task(lambda t: enc.encode(t, batch_size=batch_size), task,
-                                       predict_fn=predict_fn)
+      encode = lambda t: distributed.encode_across_processes(  # noqa: E731
+          lambda x: enc.encode(x, batch_size=batch_size), t)
+      results = evaluate.evaluate_task(encode, task, predict_fn=predict_fn)
       out.update({f"eval/{task}/{k}": v for k, v in results.items() if isinstance(v, (int, float))})
     logging.info("step %d eval: %s", step, {k: round(v, 4) for k, v in out.items()})
     return out

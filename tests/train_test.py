@@ -1,0 +1,193 @@
+"""End-to-end tests of the training loop: resume, preemption, multi-process, bad input, export.
+
+Most runs go through the real `neuralir` command in a subprocess, as users run it, with the tiny config.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from neuralir_jax import checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "configs", "tiny.py")
+
+
+def _env(devices: int | None = None) -> dict:
+  env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+  env.pop("JAX_NUM_CPU_DEVICES", None)
+  if devices:
+    env["JAX_NUM_CPU_DEVICES"] = str(devices)
+  return env
+
+
+def neuralir(*args, devices=None, timeout=600, check=True) -> subprocess.CompletedProcess:
+  proc = subprocess.run([sys.executable, "-m", "neuralir_jax.cli", *args], cwd=REPO, env=_env(devices),
+                        capture_output=True, text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"neuralir {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+  return proc
+
+
+def final_params(workdir: str, step: int | None = None) -> dict:
+  params, _, _ = checkpoint.restore_params_and_config(workdir, step)
+  return jax.device_get(params)
+
+
+def assert_trees_equal(a, b, atol=0.0):
+  flat_a, tree_a = jax.tree.flatten(a)
+  flat_b, tree_b = jax.tree.flatten(b)
+  assert tree_a == tree_b
+  for x, y in zip(flat_a, flat_b):
+    if atol:
+      np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+    else:
+      np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """A tiny run on 8 devices (pjit, global negatives, NLI softmax + InfoNCE), dropout off."""
+  workdir = str(tmp_path_factory.mktemp("tiny"))
+  neuralir("train", "--config", TINY, "--workdir", workdir, "--config.num_steps=6",
+           "--config.checkpoint.every_steps=3", "--config.log_every_steps=2",
+           "--config.model.dropout_rate=0.0", devices=8)
+  return workdir
+
+
+def test_run_logs_every_objective_and_checkpoints_final_step(finished_run):
+  rows = [json.loads(line) for line in open(os.path.join(finished_run, "metrics.jsonl"))]
+  assert [r["step"] for r in rows] == [2, 4, 6]
+  for key in ("loss", "loss/infonce", "loss/nli_softmax", "nli_accuracy", "grad_norm", "lr", "temperature",
+              "negatives_per_query", "examples_per_second", "tokens_per_second", "mfu"):
+    assert key in rows[-1], key
+  # Global negatives, batch 16, one hard negative each: 16 * 2 - 1 candidates besides the positive.
+  assert rows[-1]["negatives_per_query"] == 31
+  np.testing.assert_allclose(rows[-1]["loss"], rows[-1]["loss/infonce"] + rows[-1]["loss/nli_softmax"], rtol=1e-5)
+  steps = sorted(int(d) for d in os.listdir(os.path.join(finished_run, "checkpoints")) if d.isdigit())
+  assert steps == [3, 6]
+  assert os.listdir(os.path.join(finished_run, "tensorboard"))
+
+
+def test_finished_workdir_exits_without_training(finished_run):
+  before = open(os.path.join(finished_run, "metrics.jsonl")).read()
+  proc = neuralir("train", "--config", TINY, "--workdir", finished_run, "--config.num_steps=6",
+                  "--config.model.dropout_rate=0.0", devices=8)
+  assert "nothing to do" in proc.stderr
+  assert open(os.path.join(finished_run, "metrics.jsonl")).read() == before
+
+
+def test_restore_onto_one_device_continues_like_eight(finished_run, tmp_path):
+  """Resuming the 8-device checkpoint on 1 device gives the params an 8-device continuation gives."""
+  import shutil
+  one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
+  for target in (one, eight):
+    shutil.copytree(finished_run, target)
+  args = ("--config", TINY, "--config.num_steps=8", "--config.checkpoint.every_steps=3",
+          "--config.model.dropout_rate=0.0")
+  neuralir("train", "--workdir", one, *args, devices=1)
+  neuralir("train", "--workdir", eight, *args, devices=8)
+  assert_trees_equal(final_params(one, 8), final_params(eight, 8), atol=2e-5)
+
+
+def test_kill_9_then_rerun_matches_uninterrupted_run_bit_for_bit(tmp_path):
+  """Dropout on: the rng, optimizer state and data position must all be restored exactly."""
+  args = ("train", "--config", TINY, "--config.num_steps=400", "--config.checkpoint.every_steps=5",
+          "--config.log_every_steps=100", "--config.checkpoint.keep=3")
+  reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
+  neuralir(*args, "--workdir", reference)
+
+  proc = subprocess.Popen([sys.executable, "-m", "neuralir_jax.cli", *args, "--workdir", killed], cwd=REPO,
+                          env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt_dir = os.path.join(killed, "checkpoints")
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir)):
+      os.kill(proc.pid, signal.SIGKILL)
+      break
+    time.sleep(0.02)
+  assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+  latest = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  assert latest < 400
+
+  neuralir(*args, "--workdir", killed)
+  assert_trees_equal(final_params(killed, 400), final_params(reference, 400))
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  workdir = str(tmp_path / "w")
+  proc = subprocess.Popen([sys.executable, "-m", "neuralir_jax.cli", "train", "--config", TINY, "--workdir", workdir,
+                           "--config.num_steps=100000", "--config.checkpoint.every_steps=100000"],
+                          cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 300
+  while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  assert "preempted" in err
+  steps = [int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()]
+  assert len(steps) == 1 and 0 < steps[0] < 100000
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path / "w")
+  neuralir("train", "--config", TINY, "--workdir", workdir, "--config.num_steps=2")
+  before = final_params(workdir, 2)
+  proc = neuralir("train", "--config", TINY, "--workdir", workdir, "--config.num_steps=40",
+                  "--config.optimizer.learning_rate=1e30", "--config.optimizer.warmup_fraction=0.0", "--config.checkpoint.every_steps=1",
+                  "--config.log_every_steps=1", check=False)
+  assert proc.returncode != 0
+  assert "loss is nan" in proc.stderr.lower() or "loss is inf" in proc.stderr.lower(), proc.stderr[-2000:]
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  latest_params = final_params(workdir, steps[-1])
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(latest_params))
+  if steps[-1] == 2:
+    assert_trees_equal(latest_params, before)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("--config.batch_size=12", "not divisible by the 8 devices"),
+    ("--config.optimizer.learning_rat=1e-3", "unknown config key 'optimizer.learning_rat'"),
+    ("--config.data.train=nli:data/nli/missing.jsonl.gz", "data/nli/missing.jsonl.gz"),
+])
+def test_bad_input_is_one_line_error_before_training(tmp_path, override, needle):
+  workdir = str(tmp_path / "w")
+  proc = neuralir("train", "--config", TINY, "--workdir", workdir, override, devices=8, check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  error_lines = [l for l in proc.stderr.splitlines() if l.startswith("neuralir: error:")]
+  assert len(error_lines) == 1 and needle in error_lines[0], proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert not os.path.isdir(os.path.join(workdir, "checkpoints")) or not os.listdir(os.path.join(workdir, "checkpoints"))
+
+
+def test_two_processes_of_four_devices_equal_one_process_of_eight(finished_run, tmp_path):
+  workdir = str(tmp_path / "mp")
+  env = _env()
+  env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+  proc = subprocess.run(
+      [os.path.join(REPO, "launch", "local_multiprocess.sh"), "2", "4", sys.executable, "-m", "neuralir_jax.cli",
+       "train", "--config", TINY, "--workdir", workdir, "--config.num_steps=6",
+       "--config.checkpoint.every_steps=3", "--config.log_every_steps=2", "--config.model.dropout_rate=0.0"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert_trees_equal(final_params(workdir, 6), final_params(finished_run, 6), atol=1e-5)
+
+
+def test_export_from_workdir_loads_in_sentence_transformers(finished_run, tmp_path):
+  from neuralir_jax import train
+  out = str(tmp_path / "export")
+  neuralir("export", "--workdir", finished_run, "--output", out)
+  ours = train.load_workdir_encoder(finished_run).encode(["a man plays a guitar", "two dogs run on grass"])
+  from sentence_transformers import SentenceTransformer
+  theirs = SentenceTransformer(out, device="cpu").encode(["a man plays a guitar", "two dogs run on grass"])
+  cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+  assert cos.min() >= 0.99999
