@@ -1,0 +1,400 @@
+"""Hugging Face / sentence-transformers directories <-> (EncoderConfig, Flax params, Tokenizer).
+
+`load_hf_directory` reads a BERT-family checkpoint directory (`config.json`, `model.safetensors` or a
+`pytorch_model.bin` loaded with `weights_only=True`, the fast tokenizer, and the sentence-transformers
+files that say how tokens are pooled) into our params tree. `save_hf_directory` writes the inverse: a
+directory that `transformers.BertModel.from_pretrained` loads with no missing or unexpected keys and that
+`sentence_transformers.SentenceTransformer` loads into the same sentence encoder. Every problem with a
+directory is reported as one `ModelDirectoryError` line naming the file or key and what to change.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import re
+from typing import Any
+
+import jax
+import numpy as np
+
+from neuralir_jax import model as model_lib
+from neuralir_jax import tokenization
+
+SUPPORTED_MODEL_TYPES = ("bert",)  # Post-LN BERT with absolute positions (BERT, MiniLM, BGE, E5, ...).
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+_BUFFER_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")  # Not parameters; skipped.
+_BODY_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+_LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+DEFAULT_MAX_SEQ_LENGTH = 512
+
+
+class ModelDirectoryError(ValueError):
+  """A model directory that cannot be read as a BERT sentence encoder; the message says what to fix."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Key mapping.
+
+
+def _key_map(num_layers: int) -> dict[str, tuple[tuple[str, ...], bool]]:
+  """HF state-dict name -> (path in our params tree, whether the tensor is a transposed Dense kernel)."""
+  out: dict[str, tuple[tuple[str, ...], bool]] = {}
+
+  def dense(hf: str, ours: tuple[str, ...]):
+    out[f"{hf}.weight"] = (ours + ("kernel",), True)
+    out[f"{hf}.bias"] = (ours + ("bias",), False)
+
+  def norm(hf: str, ours: tuple[str, ...]):
+    out[f"{hf}.weight"] = (ours + ("scale",), False)
+    out[f"{hf}.bias"] = (ours + ("bias",), False)
+
+  for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+    out[f"embeddings.{name}.weight"] = (("bert", name, "embedding"), False)
+  norm("embeddings.LayerNorm", ("bert", "embeddings_layer_norm"))
+  for i in range(num_layers):
+    hf, ours = f"encoder.layer.{i}", ("bert", f"layer_{i}")
+    for name in ("query", "key", "value"):
+      dense(f"{hf}.attention.self.{name}", ours + (name,))
+    dense(f"{hf}.attention.output.dense", ours + ("attention_output",))
+    norm(f"{hf}.attention.output.LayerNorm", ours + ("attention_layer_norm",))
+    dense(f"{hf}.intermediate.dense", ours + ("intermediate",))
+    dense(f"{hf}.output.dense", ours + ("output",))
+    norm(f"{hf}.output.LayerNorm", ours + ("output_layer_norm",))
+  dense("pooler.dense", ("bert", "pooler"))
+  return out
+
+
+def _canonical_key(key: str) -> str:
+  """Renames TF-era LayerNorm names (gamma/beta) as transformers does on load."""
+  key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+  return re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+
+
+def _body_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Keeps the BertModel tensors: strips a `bert.` prefix, drops heads (`cls.*`, classifiers) and buffers."""
+  if any(k.startswith("bert.") for k in state):
+    state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
+  return {_canonical_key(k): v for k, v in state.items()
+          if k.startswith(_BODY_PREFIXES) and k not in _BUFFER_KEYS}
+
+
+def _set_path(tree: dict, path: tuple[str, ...], value) -> None:
+  for name in path[:-1]:
+    tree = tree.setdefault(name, {})
+  tree[path[-1]] = value
+
+
+def _get_path(tree: dict, path: tuple[str, ...]):
+  for name in path:
+    tree = tree[name]
+  return tree
+
+
+def hf_state_dict_to_params(state: dict[str, np.ndarray], bert: model_lib.BertConfig,
+                            source: str = "weights") -> dict:
+  """Maps a HF `BertModel` (or `BertFor*`) state dict to our params tree, checking every key and shape.
+
+  A missing pooler is filled with a fresh init (sentence encoders do not use it; it is kept for export).
+  """
+  state = _body_state_dict(state)
+  key_map = _key_map(bert.num_hidden_layers)
+  shapes = _expected_shapes(bert)
+  unexpected = sorted(set(state) - set(key_map))
+  if unexpected:
+    raise ModelDirectoryError(
+        f"{source}: unexpected keys {_short_list(unexpected)} for a {bert.num_hidden_layers}-layer BERT with "
+        "absolute positions; is config.json the one saved with these weights?")
+  missing = sorted(k for k in key_map if k not in state and not k.startswith("pooler."))
+  if missing:
+    raise ModelDirectoryError(f"{source}: missing keys {_short_list(missing)}; the weights are incomplete "
+                              "or belong to another architecture.")
+  mismatched = []
+  for key, value in state.items():
+    path, transpose = key_map[key]
+    want = tuple(_get_path(shapes, path).shape)
+    want = want[::-1] if transpose else want
+    if tuple(value.shape) != want:
+      mismatched.append(f"{key}: expected {want}, got {tuple(value.shape)}")
+  if mismatched:
+    raise ModelDirectoryError(f"{source}: weight shapes do not match config.json: " + "; ".join(mismatched))
+  params: dict = {}
+  for key, (path, transpose) in key_map.items():
+    if key in state:
+      value = np.asarray(state[key], np.float32)
+      _set_path(params, path, np.ascontiguousarray(value.T) if transpose else value)
+  if "pooler" not in params["bert"]:
+    rng = np.random.default_rng(0)
+    params["bert"]["pooler"] = {
+        "kernel": rng.normal(0.0, bert.initializer_range, (bert.hidden_size,) * 2).astype(np.float32),
+        "bias": np.zeros((bert.hidden_size,), np.float32)}
+  return params
+
+
+def params_to_hf_state_dict(params: dict, bert: model_lib.BertConfig) -> dict[str, np.ndarray]:
+  """Our params tree -> a `BertModel` state dict (HF names, torch layout, fp32, contiguous)."""
+  out = {}
+  for key, (path, transpose) in _key_map(bert.num_hidden_layers).items():
+    try:
+      value = np.asarray(jax.device_get(_get_path(params, path)), np.float32)
+    except KeyError:
+      raise ModelDirectoryError(f"params: no {'/'.join(path)} (for {key}); pass the full encoder params "
+                                "({'bert': ...}).") from None
+    out[key] = np.ascontiguousarray(value.T if transpose else value)
+  return out
+
+
+def _expected_shapes(bert: model_lib.BertConfig) -> dict:
+  cfg = model_lib.EncoderConfig(bert=bert)
+  return jax.eval_shape(lambda: model_lib.init_params(cfg, jax.random.key(0)))
+
+
+def _short_list(keys: list[str], limit: int = 20) -> str:
+  more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+  return ", ".join(keys[:limit]) + more
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading a directory.
+
+
+def _read_json(path: str, required: bool = True) -> Any:
+  if not os.path.isfile(path):
+    if required:
+      raise ModelDirectoryError(f"{path}: not found; a model directory needs a Hugging Face config.json.")
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ModelDirectoryError(f"{path}: not valid JSON ({e}).") from None
+
+
+def read_bert_config(path: str) -> model_lib.BertConfig:
+  """BertConfig from `path/config.json`, refusing architectures that do not map onto our BERT."""
+  file = os.path.join(path, "config.json")
+  hf = _read_json(file)
+  model_type = hf.get("model_type")
+  if model_type not in SUPPORTED_MODEL_TYPES:
+    raise ModelDirectoryError(f"{file}: model_type={model_type!r} is not supported; supported model types: "
+                              f"{', '.join(SUPPORTED_MODEL_TYPES)}.")
+  positions = hf.get("position_embedding_type", "absolute")
+  if positions != "absolute":
+    raise ModelDirectoryError(f"{file}: position_embedding_type={positions!r} is not supported; only "
+                              "'absolute' positions are.")
+  if hf.get("hidden_act", "gelu") != "gelu":
+    raise ModelDirectoryError(f"{file}: hidden_act={hf.get('hidden_act')!r} is not supported; only exact "
+                              "'gelu' is.")
+  bert = model_lib.BertConfig.from_hf(hf)
+  if bert.hidden_size % bert.num_attention_heads:
+    raise ModelDirectoryError(f"{file}: hidden_size={bert.hidden_size} is not a multiple of "
+                              f"num_attention_heads={bert.num_attention_heads}.")
+  return bert
+
+
+def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:
+  """(state dict as numpy, the file it came from). Never unpickles: .bin goes through weights_only."""
+  single = os.path.join(path, "model.safetensors")
+  index = os.path.join(path, "model.safetensors.index.json")
+  binary = os.path.join(path, "pytorch_model.bin")
+  import safetensors.numpy
+  if os.path.isfile(single):
+    return dict(safetensors.numpy.load_file(single)), single
+  if os.path.isfile(index):
+    shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+    state = {}
+    for shard in shards:
+      state.update(safetensors.numpy.load_file(os.path.join(path, shard)))
+    return state, index
+  if os.path.isfile(binary):
+    return _load_torch_bin(binary), binary
+  raise ModelDirectoryError(f"{path}: no weights; looked for {', '.join(_WEIGHT_FILES)}.")
+
+
+def _load_torch_bin(file: str) -> dict[str, np.ndarray]:
+  try:
+    import torch
+  except ImportError:
+    raise ModelDirectoryError(f"{file}: reading .bin weights needs torch; install it or convert the "
+                              "directory to model.safetensors.") from None
+  try:
+    state = torch.load(file, map_location="cpu", weights_only=True)
+  except Exception as e:  # torch raises UnpicklingError and others for unsafe or corrupt files.
+    raise ModelDirectoryError(f"{file}: cannot be read with torch.load(weights_only=True): "
+                              f"{str(e).splitlines()[0]}") from None
+  if not isinstance(state, dict):
+    raise ModelDirectoryError(f"{file}: holds a {type(state).__name__}, not a state dict.")
+  return {k: v.detach().float().numpy() for k, v in state.items() if hasattr(v, "detach")}
+
+
+def read_pooling(path: str) -> tuple[str, bool]:
+  """(pooling mode, normalize) from the sentence-transformers files; a plain HF dir -> ('mean', False)."""
+  modules = _read_json(os.path.join(path, "modules.json"), required=False) or []
+  pooling_dir, normalize = "1_Pooling", False
+  for module in modules:
+    kind = module.get("type", "")
+    # Legacy names (sentence_transformers.models.Pooling) and 6.x ones (....modules.pooling.Pooling).
+    if kind.endswith(".Pooling"):
+      pooling_dir = module.get("path", pooling_dir)
+    elif kind.endswith(".Normalize"):
+      normalize = True
+    elif not kind.endswith(".Transformer"):
+      raise ModelDirectoryError(f"{os.path.join(path, 'modules.json')}: module {kind!r} is not supported; "
+                                "only Transformer, Pooling and Normalize are.")
+  file = os.path.join(path, pooling_dir, "config.json")
+  cfg = _read_json(file, required=False)
+  if cfg is None:
+    return "mean", normalize
+  if "pooling_mode" in cfg:
+    modes = cfg["pooling_mode"]
+    modes = [modes] if isinstance(modes, str) else list(modes)
+  else:
+    modes = [mode for key, mode in _LEGACY_POOLING_KEYS.items() if cfg.get(key)]
+  if len(modes) != 1 or modes[0] not in model_lib.POOLING_MODES:
+    raise ModelDirectoryError(f"{file}: pooling {modes} is not supported; use exactly one of "
+                              f"{model_lib.POOLING_MODES}.")
+  return modes[0], normalize
+
+
+def read_max_seq_length(path: str, bert: model_lib.BertConfig) -> int:
+  """As sentence-transformers: sentence_bert_config.json, else the tokenizer's model_max_length, else 512."""
+  st = _read_json(os.path.join(path, "sentence_bert_config.json"), required=False) or {}
+  length = st.get("max_seq_length")
+  if length is None:
+    tok = _read_json(os.path.join(path, "tokenizer_config.json"), required=False) or {}
+    length = tok.get("model_max_length")
+    if not isinstance(length, int) or length > 100_000:  # HF writes a huge sentinel when it is unset.
+      length = DEFAULT_MAX_SEQ_LENGTH
+  return int(min(length, bert.max_position_embeddings))
+
+
+def load_hf_directory(path: str) -> tuple[model_lib.EncoderConfig, dict, tokenization.Tokenizer]:
+  """Reads a HF / sentence-transformers BERT directory: (EncoderConfig, params as numpy fp32, Tokenizer)."""
+  path = os.fspath(path)
+  if not os.path.isdir(path):
+    raise ModelDirectoryError(f"{path}: not a directory; pass a Hugging Face model directory.")
+  bert = read_bert_config(path)
+  pooling, normalize = read_pooling(path)
+  config = model_lib.EncoderConfig(bert=bert, pooling=pooling, normalize=normalize,
+                                   max_seq_length=read_max_seq_length(path, bert))
+  state, source = read_state_dict(path)
+  params = hf_state_dict_to_params(state, bert, source)
+  tokenizer = tokenization.Tokenizer(path, max_length=config.max_seq_length)
+  return config, params, tokenizer
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writing a directory.
+
+
+def _version(package: str, default: str) -> str:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return default
+
+
+def _write_json(file: str, obj: Any) -> None:
+  os.makedirs(os.path.dirname(file), exist_ok=True)
+  with open(file, "w") as f:
+    json.dump(obj, f, indent=2)
+    f.write("\n")
+
+
+def save_hf_directory(output_dir: str, config: model_lib.EncoderConfig, params: dict,
+                      tokenizer: tokenization.Tokenizer) -> None:
+  """Writes a directory that `BertModel.from_pretrained` and `SentenceTransformer` load with no warnings."""
+  import safetensors.numpy
+  output_dir = os.fspath(output_dir)
+  os.makedirs(output_dir, exist_ok=True)
+  state = params_to_hf_state_dict(params, config.bert)
+  safetensors.numpy.save_file(state, os.path.join(output_dir, "model.safetensors"),
+                              metadata={"format": "pt"})
+  hf = config.bert.to_hf()
+  hf.update(dtype="float32", transformers_version=_version("transformers", "5.0.0"))
+  _write_json(os.path.join(output_dir, "config.json"), hf)
+  if os.path.abspath(tokenizer.path) != os.path.abspath(output_dir):
+    tokenizer.save(output_dir)
+  _write_sentence_transformers_files(output_dir, config)
+  with open(os.path.join(output_dir, "README.md"), "w") as f:
+    f.write(model_card(config, os.path.basename(os.path.abspath(output_dir))))
+
+
+def _write_sentence_transformers_files(output_dir: str, config: model_lib.EncoderConfig) -> None:
+  # Legacy (sentence-transformers 2.x-5.x) names: every version up to 6.x reads them.
+  modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+  if config.normalize:
+    modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                    "type": "sentence_transformers.models.Normalize"})
+    os.makedirs(os.path.join(output_dir, "2_Normalize"), exist_ok=True)
+  _write_json(os.path.join(output_dir, "modules.json"), modules)
+  _write_json(os.path.join(output_dir, "sentence_bert_config.json"),
+              {"max_seq_length": config.max_seq_length, "do_lower_case": False})
+  _write_json(os.path.join(output_dir, "config_sentence_transformers.json"), {
+      "__version__": {"sentence_transformers": _version("sentence-transformers", "5.0.0"),
+                      "transformers": _version("transformers", "5.0.0"),
+                      "pytorch": _version("torch", "2.0.0")},
+      "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+  pooling = {"word_embedding_dimension": config.bert.hidden_size}
+  pooling.update({key: mode == config.pooling for key, mode in _LEGACY_POOLING_KEYS.items()})
+  _write_json(os.path.join(output_dir, "1_Pooling", "config.json"), pooling)
+
+
+def model_card(config: model_lib.EncoderConfig, name: str) -> str:
+  """A short README.md for an exported encoder."""
+  bert = config.bert
+  norm = "L2-normalised" if config.normalize else "not normalised"
+  return f"""---
+library_name: sentence-transformers
+pipeline_tag: sentence-similarity
+tags:
+- sentence-transformers
+- feature-extraction
+- sentence-similarity
+- neuralir_jax
+---
+
+# {name}
+
+A BERT sentence encoder exported from neuralir_jax (JAX/Flax). How it was trained
+is not recorded in this export; see the training run that produced it.
+
+- Architecture: BERT, {bert.num_hidden_layers} layers, hidden size {bert.hidden_size}, \
+{bert.num_attention_heads} heads, vocabulary {bert.vocab_size}
+- Sentence embedding: {config.pooling} pooling, {bert.hidden_size} dimensions, {norm}
+- Max sequence length: {config.max_seq_length} tokens (longer texts are truncated)
+
+## sentence-transformers
+
+```python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("path/to/{name}")
+embeddings = model.encode(["A first sentence.", "Another one."])
+```
+
+## transformers
+
+```python
+import torch
+from transformers import AutoTokenizer, BertModel
+tokenizer = AutoTokenizer.from_pretrained("path/to/{name}")
+model = BertModel.from_pretrained("path/to/{name}")
+batch = tokenizer(["A first sentence."], padding=True, truncation=True, max_length={config.max_seq_length},
+                  return_tensors="pt")
+hidden = model(**batch).last_hidden_state  # Then apply {config.pooling} pooling over the attention mask.
+```
+
+## neuralir_jax
+
+```python
+import neuralir_jax
+encoder = neuralir_jax.load_encoder("path/to/{name}")
+embeddings = encoder.encode(["A first sentence."])
+```
+"""
+
