@@ -64,6 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.warmup_fraction = 0.1  # Fraction of num_steps with linear warmup, then linear decay to 0.
   c.optimizer.weight_decay = 0.01  # AdamW decay; never applied to LayerNorm params or biases.
   c.optimizer.clip_norm = 1.0  # Global gradient-norm clipping (0 = off).
+  c.optimizer.head_lr_multiplier = 1.0  # LR multiplier for the NLI head and learnable temperature.
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
 

@@ -61,4 +61,14 @@ def make_optimizer(opt_config: ml_collections.ConfigDict,
   parts.append(optax.adamw(schedule, b1=float(opt_config.get("b1", 0.9)), b2=float(opt_config.get("b2", 0.999)),
                            eps=float(opt_config.get("eps", 1e-6)),
                            weight_decay=float(opt_config.get("weight_decay", 0.01)), mask=decay_mask))
+  multiplier = float(opt_config.get("head_lr_multiplier", 1.0))
+  if multiplier != 1.0:
+    # Fresh params (the NLI head, the learnable temperature) next to a pretrained encoder need a larger
+    # step than the encoder's fine-tuning rate to learn anything in a short run.
+    parts.append(optax.masked(optax.scale(multiplier), non_encoder_mask))
   return optax.chain(*parts), schedule
+
+
+def non_encoder_mask(params: Any) -> Any:
+  """True for every leaf outside params['encoder'] (heads, log_temperature)."""
+  return {k: jax.tree.map(lambda _: k != "encoder", v) for k, v in params.items()}

@@ -59,3 +59,20 @@ def test_global_norm_clipping():
 
   np.testing.assert_allclose(first_update(1.0, big)["w"], first_update(1.0, unit)["w"], rtol=1e-5)
   assert not np.allclose(first_update(0.0, big)["w"], first_update(0.0, unit)["w"], rtol=1e-3)
+
+
+def test_head_lr_multiplier_scales_only_non_encoder_updates():
+  import jax.numpy as jnp
+  import ml_collections
+  from neuralir_jax import optimizer as opt
+  params = {"encoder": {"w": jnp.ones((2, 2))}, "heads": {"nli": {"kernel": jnp.ones((2, 3))}},
+            "log_temperature": jnp.zeros(())}
+  grads = jax.tree.map(jnp.ones_like, params)
+  base = dict(learning_rate=1e-2, warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0)
+  plain_tx, _ = opt.make_optimizer(ml_collections.ConfigDict(base), 10)
+  fast_tx, _ = opt.make_optimizer(ml_collections.ConfigDict(dict(base, head_lr_multiplier=100.0)), 10)
+  plain, _ = plain_tx.update(grads, plain_tx.init(params), params)
+  fast, _ = fast_tx.update(grads, fast_tx.init(params), params)
+  np.testing.assert_allclose(fast["encoder"]["w"], plain["encoder"]["w"])
+  np.testing.assert_allclose(fast["heads"]["nli"]["kernel"], 100 * plain["heads"]["nli"]["kernel"], rtol=1e-6)
+  np.testing.assert_allclose(fast["log_temperature"], 100 * plain["log_temperature"], rtol=1e-6)

@@ -1,0 +1,212 @@
+"""Accelerator check: bf16 InfoNCE train steps of a BERT-base-size encoder, and encode throughput.
+
+A random-init BERT-base (12 layers, 768 wide, 12 heads, 3,072 MLP, vocab 30,522) computing in bf16 (params
+fp32), trained with InfoNCE over (anchor, positive) pairs with global negatives, sequence length 128 and
+random token ids (no data files, no network), using neuralir_jax's real train step (`steps.make_train_step`
+over all local devices, AdamW). The largest global batch from `--batches` that compiles and runs is kept
+(out-of-memory falls through to the next); `--steps` steps are timed after warm-up and reported as
+examples/s, tokens/s and MFU against the chip's peak (`flops.peak_flops_per_device`). Then the encoder's
+forward (`Encoder.embed_fn`, bf16, deterministic) is timed at the same length: sentences/s.
+
+  python benchmarks/gpu_bench.py            # on a GPU/TPU host (benchmarks/gpu_check.sh installs and runs it)
+  python benchmarks/gpu_bench.py --smoke    # tiny model, 2 steps: checks the script on CPU
+
+Output goes to stdout and, when $OUT is set, to $OUT/gpu_check.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+sys.path.insert(0, os.path.join(_REPO, "configs"))
+
+BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072, max_position_embeddings=512)
+TINY = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+            max_position_embeddings=64)
+
+
+class Log:
+  """print() that also appends to $OUT/gpu_check.txt."""
+
+  def __init__(self):
+    out = os.environ.get("OUT")
+    self.file = open(os.path.join(out, "gpu_check.txt"), "a") if out else None
+
+  def __call__(self, *parts: Any) -> None:
+    line = " ".join(str(p) for p in parts)
+    print(line, flush=True)
+    if self.file:
+      self.file.write(line + "\n")
+      self.file.flush()
+
+
+def _parse() -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--smoke", action="store_true", help="Tiny model, small batches, 2 steps (CPU check).")
+  parser.add_argument("--batches", default="1024,512,256,128,64", help="Global batches to try, largest first.")
+  parser.add_argument("--seq-len", type=int, default=128)
+  parser.add_argument("--steps", type=int, default=10, help="Timed train steps.")
+  parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+  parser.add_argument("--remat", action="store_true", help="Recompute layers in the backward pass.")
+  parser.add_argument("--encode-batch", type=int, default=1024, help="Sentences per encode call.")
+  parser.add_argument("--encode-calls", type=int, default=20, help="Timed encode calls.")
+  args = parser.parse_args()
+  if args.smoke:
+    args.batches, args.seq_len, args.steps = "64,16", 16, 2
+    args.encode_batch, args.encode_calls = 16, 2
+  return args
+
+
+def make_config(args: argparse.Namespace, batch_size: int):
+  import common
+  c = common.base_config()
+  c.num_steps = 1000
+  c.batch_size = batch_size
+  c.model.init = "random"
+  c.model.bert.update(TINY if args.smoke else BERT_BASE)
+  c.model.dtype = args.dtype
+  c.model.remat = args.remat
+  c.model.max_seq_length = args.seq_len
+  c.objectives.nli_softmax = 0.0
+  c.objectives.infonce = 1.0
+  c.infonce.hard_negatives = False  # (anchor, positive) pairs; every other positive is a negative.
+  c.negatives = "global"
+  c.optimizer.warmup_fraction = 0.0
+  return c
+
+
+def random_batch(rng, batch_size: int, seq_len: int, vocab: int) -> dict:
+  """Random token ids with [CLS] ... [SEP], every position real (mask all ones): worst-case length."""
+  import numpy as np
+  batch = {}
+  for column in ("anchor", "positive"):
+    ids = rng.integers(1000 if vocab > 2000 else 3, vocab, (batch_size, seq_len), dtype=np.int32)
+    ids[:, 0], ids[:, -1] = 101 % vocab, 102 % vocab
+    batch[f"{column}_ids"] = ids
+    batch[f"{column}_mask"] = np.ones((batch_size, seq_len), np.int32)
+  return batch
+
+
+def _is_oom(error: Exception) -> bool:
+  text = str(error)
+  return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def try_batch(args, batch_size: int, log: Log) -> dict | None:
+  """Compiles and times the train step at one global batch; None when it does not fit in memory."""
+  import jax
+  import numpy as np
+  from neuralir_jax import optimizer, sharding, steps
+  config = make_config(args, batch_size)
+  mesh = sharding.make_mesh()
+  tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)
+  model = steps.build_model(config)
+  rng = np.random.default_rng(0)
+  batches = [random_batch(rng, batch_size, args.seq_len, config.model.bert.vocab_size) for _ in range(2)]
+  batches = [sharding.make_global_batch(b, mesh) for b in batches]  # On device: time the step, not transfers.
+  state = None
+  try:
+    state, shardings = steps.create_train_state(config, jax.random.key(0), mesh, tx)
+    step = steps.make_train_step(config, model, mesh, tx, shardings, schedule)
+    tic = time.perf_counter()
+    for i in range(2):  # Compilation, then one more warm step.
+      state, metrics = step(state, batches[i % 2])
+    loss0 = float(jax.device_get(metrics["loss"]))
+    warm_s = time.perf_counter() - tic
+    tic = time.perf_counter()
+    for i in range(args.steps):
+      state, metrics = step(state, batches[i % 2])
+    loss = float(jax.device_get(metrics["loss"]))
+    seconds = (time.perf_counter() - tic) / args.steps
+  except Exception as e:  # noqa: BLE001 -- XLA reports OOM as a runtime error at compile or run time.
+    if not _is_oom(e):
+      raise
+    log(f"global batch {batch_size}: out of memory ({type(e).__name__}), trying a smaller one")
+    return None
+  finally:
+    del state
+    jax.clear_caches()
+  return dict(batch_size=batch_size, seconds=seconds, warm_s=warm_s, loss0=loss0, loss=loss, config=config,
+              negatives=float(jax.device_get(metrics["negatives_per_query"])), devices=mesh.size)
+
+
+def report_train(result: dict, args, log: Log) -> None:
+  import jax
+  from neuralir_jax import flops
+  from neuralir_jax.model import BertConfig
+  config, batch, seconds = result["config"], result["batch_size"], result["seconds"]
+  bert = BertConfig(**config.model.bert.to_dict())
+  step_flops = flops.train_flops_per_step(bert, [args.seq_len] * 2, batch, candidates_per_query=batch)
+  peak = flops.peak_flops_per_device(jax.devices()[0], cpu_peak=config.cpu_peak_flops)
+  mfu = flops.mfu(step_flops, seconds, result["devices"], peak)
+  log(f"train: global batch {batch} pairs x {args.seq_len} tokens ({2 * batch} sequences/step), "
+      f"{result['devices']} device(s), {args.dtype}{', remat' if args.remat else ''}, "
+      f"{result['negatives']:.0f} negatives/query")
+  log(f"train: first 2 steps (compile) {result['warm_s']:.1f}s; loss {result['loss0']:.4f} -> {result['loss']:.4f} "
+      f"after {args.steps + 2} steps")
+  log(f"train: {seconds * 1e3:.1f} ms/step, {batch / seconds:,.0f} examples/s, "
+      f"{2 * batch * args.seq_len / seconds:,.0f} tokens/s, {step_flops / seconds / 1e12:.3g} model TFLOP/s, "
+      f"MFU {'n/a (unknown peak)' if mfu is None else f'{mfu * 100:.1f}%'}"
+      f"{'' if not peak else f' of {peak / 1e12:.3g} TFLOP/s per device'}")
+
+
+def bench_encode(args, log: Log) -> None:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from neuralir_jax import flops, steps
+  from neuralir_jax.encoder import Encoder
+  from neuralir_jax.model import init_params
+  config = make_config(args, args.encode_batch)
+  enc_config = steps.encoder_config_from(config.model)
+  params = jax.jit(init_params, static_argnums=0)(enc_config, jax.random.key(0))
+  encoder = Encoder(enc_config, params, tokenizer=None, dtype=jnp.dtype(args.dtype))
+  rows = encoder.batch_rows(args.encode_batch, args.encode_batch)
+  batch = random_batch(np.random.default_rng(1), rows, args.seq_len, enc_config.bert.vocab_size)
+  ids, mask = jax.device_put((batch["anchor_ids"], batch["anchor_mask"]), encoder._sharded)
+  fn = encoder.embed_fn
+  tic = time.perf_counter()
+  jax.block_until_ready(fn(encoder.params, ids, mask))
+  compile_s = time.perf_counter() - tic
+  tic = time.perf_counter()
+  for _ in range(args.encode_calls):
+    out = fn(encoder.params, ids, mask)
+  jax.block_until_ready(out)
+  seconds = (time.perf_counter() - tic) / args.encode_calls
+  fwd_flops = rows * (2 * flops.nonembedding_params(enc_config.bert) * args.seq_len
+                      + 4 * enc_config.bert.num_hidden_layers * args.seq_len ** 2 * enc_config.bert.hidden_size)
+  log(f"encode: batch {rows} x {args.seq_len} tokens, {args.dtype}, {len(encoder.devices)} device(s): "
+      f"{seconds * 1e3:.1f} ms/call (compile {compile_s:.1f}s), {rows / seconds:,.0f} sentences/s, "
+      f"{fwd_flops / seconds / 1e12:.3g} model TFLOP/s")
+
+
+def main() -> None:
+  args = _parse()
+  log = Log()
+  import jax
+  dev = jax.devices()[0]
+  log(f"gpu_bench {time.strftime('%Y-%m-%d %H:%M:%S')}: jax {jax.__version__}, {jax.device_count()} x "
+      f"{dev.device_kind} ({dev.platform}){' [smoke: tiny model]' if args.smoke else ''}")
+  result = None
+  for batch_size in (int(b) for b in args.batches.split(",")):
+    if batch_size % jax.device_count():
+      continue
+    result = try_batch(args, batch_size, log)
+    if result is not None:
+      break
+  if result is None:
+    log(f"train: no global batch in {args.batches} fits; rerun with --remat or smaller --batches")
+  else:
+    report_train(result, args, log)
+  bench_encode(args, log)
+
+
+if __name__ == "__main__":
+  main()
