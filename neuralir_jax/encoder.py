@@ -168,15 +168,9 @@ def load_encoder(path: str, dtype: Any = jnp.float32) -> Encoder:
 
 
 def _load_workdir(path: str, dtype: Any) -> Encoder:
-  """Hook for training workdirs: neuralir_jax.train.load_workdir_encoder(path) -> Encoder."""
-  try:
-    from neuralir_jax import train  # pylint: disable=import-outside-toplevel
-    load_workdir_encoder = train.load_workdir_encoder
-  except (ImportError, AttributeError):
-    raise hf_io.ModelDirectoryError(
-        f"{path}: looks like a training workdir (has checkpoints/) but this install has no "
-        "neuralir_jax.train.load_workdir_encoder; export the model and pass the export directory.") from None
-  encoder = load_workdir_encoder(path)
+  """The encoder of a training workdir's latest checkpoint (see neuralir_jax.train)."""
+  from neuralir_jax import train  # pylint: disable=import-outside-toplevel  (train imports this module)
+  encoder = train.load_workdir_encoder(path)
   if jnp.dtype(dtype) != jnp.dtype(encoder.dtype):
     encoder = Encoder(encoder.config, encoder.params, encoder.tokenizer, dtype=dtype)
   return encoder
