@@ -99,7 +99,7 @@ def test_restore_onto_one_device_continues_like_eight(finished_run, tmp_path):
 
 def test_kill_9_then_rerun_matches_uninterrupted_run_bit_for_bit(tmp_path):
   """Dropout on: the rng, optimizer state and data position must all be restored exactly."""
-  args = ("train", "--config", TINY, "--config.num_steps=400", "--config.checkpoint.every_steps=5",
+  args = ("train", "--config", TINY, "--config.num_steps=200", "--config.checkpoint.every_steps=10",
           "--config.log_every_steps=100", "--config.checkpoint.keep=3")
   reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
   neuralir(*args, "--workdir", reference)
@@ -115,10 +115,10 @@ def test_kill_9_then_rerun_matches_uninterrupted_run_bit_for_bit(tmp_path):
     time.sleep(0.02)
   assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
   latest = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
-  assert latest < 400
+  assert latest < 200
 
   neuralir(*args, "--workdir", killed)
-  assert_trees_equal(final_params(killed, 400), final_params(reference, 400))
+  assert_trees_equal(final_params(killed, 200), final_params(reference, 200))
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
