@@ -369,13 +369,17 @@ def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, column
   stream = grain.MapDataset.source(list(records)).shuffle(seed=seed).repeat(num_epochs)
   num_batches = len(stream) // global_batch_size  # len(stream) is sys.maxsize when repeating forever.
 
-  def global_batch(step: int) -> list[dict]:
-    start = step * global_batch_size
-    return [stream[i] for i in range(start, start + global_batch_size)]
+  # Without buckets every process reads and tokenises only its own slice of each global batch; with
+  # buckets it tokenises the whole global batch so that all processes agree on the padded length.
+  slice_only = buckets is None
 
-  batches = (grain.MapDataset.range(num_batches).map(global_batch)
+  def batch_records(step: int) -> list[dict]:
+    start = step * global_batch_size + (process_index * local if slice_only else 0)
+    return [stream[i] for i in range(start, start + (local if slice_only else global_batch_size))]
+
+  batches = (grain.MapDataset.range(num_batches).map(batch_records)
              .map(_TokenizeBatch(tokenizer, columns, scalars, max_length, buckets,
-                                 offset=process_index * local, local=local)))
+                                 offset=0 if slice_only else process_index * local, local=local)))
   fingerprint = {"seed": seed, "global_batch_size": global_batch_size, "num_records": len(records),
                  "columns": list(columns), "num_epochs": num_epochs}
   return TrainIterator(batches, fingerprint)
