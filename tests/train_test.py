@@ -58,13 +58,24 @@ def finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("tiny"))
   neuralir("train", "--config", TINY, "--workdir", workdir, "--config.num_steps=6",
            "--config.checkpoint.every_steps=3", "--config.log_every_steps=2",
-           "--config.model.dropout_rate=0.0", devices=8)
+           "--config.model.dropout_rate=0.0", "--config.eval.every_steps=6",
+           "--config.eval.tasks=('sts:data/sts/sick_trial.tsv',)", devices=8)
   return workdir
 
 
 def test_run_logs_every_objective_and_checkpoints_final_step(finished_run):
   rows = [json.loads(line) for line in open(os.path.join(finished_run, "metrics.jsonl"))]
+  evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+  rows = [r for r in rows if "loss" in r]
   assert [r["step"] for r in rows] == [2, 4, 6]
+  # The in-training evaluator ran at step 6 on SICK trial (500 pairs) and logged beside the training metrics.
+  assert [r["step"] for r in evals] == [6]
+  assert evals[0]["eval/sts:data/sts/sick_trial.tsv/num_pairs"] == 500
+  from neuralir_jax import data, evaluate, train
+  enc = train.load_workdir_encoder(finished_run, 6)
+  again = evaluate.evaluate_sts(lambda t: enc.encode(t, batch_size=128),
+                                data.read_sts(os.path.join(REPO, "data", "sts", "sick_trial.tsv")))
+  np.testing.assert_allclose(evals[0]["eval/sts:data/sts/sick_trial.tsv/spearman"], again["spearman"], atol=1e-6)
   for key in ("loss", "loss/infonce", "loss/nli_softmax", "nli_accuracy", "grad_norm", "lr", "temperature",
               "negatives_per_query", "examples_per_second", "tokens_per_second", "mfu"):
     assert key in rows[-1], key
