@@ -90,6 +90,28 @@ def _random_run_and_qrels(seed, num_queries=300, num_docs=2000, run_len=150, dec
 
 def test_agrees_with_pytrec_eval_per_query():
   run, qrels = _random_run_and_qrels(0)
+  _assert_matches_pytrec_eval(run, qrels)
+
+
+def test_agrees_with_pytrec_eval_on_real_run_file():
+  """A real run: all-MiniLM-L6-v2's top 100 per Cranfield query (tests/data/README.md says how it was made)."""
+  import gzip
+  import os
+  from neuralir_jax import data
+  here = os.path.dirname(os.path.abspath(__file__))
+  run = {}
+  with gzip.open(os.path.join(here, "data", "cranfield_minilm_top100.run.gz"), "rt") as f:
+    for line in f:
+      qid, _, docid, _, score, _ = line.split()
+      run.setdefault(qid, {})[docid] = float(score)
+  _, _, qrels = data.load_beir(os.path.join(os.path.dirname(here), "data", "retrieval", "cranfield"), "test")
+  assert len(run) == 225 and all(len(docs) == 100 for docs in run.values())
+  _assert_matches_pytrec_eval(run, qrels)
+  ours = ir_metrics.compute_metrics(run, qrels)
+  assert ours["ndcg@10"] == pytest.approx(0.3817, abs=5e-4)  # What neuralir eval reports for MiniLM.
+
+
+def _assert_matches_pytrec_eval(run, qrels):
   ours = ir_metrics.compute_metrics(run, qrels, per_query=True)["per_query"]
   evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10", "recall.100", "map"})
   ref = evaluator.evaluate(run)
