@@ -46,7 +46,7 @@ class MetricWriter:
     if self._tb is not None:
       for k, v in row.items():
         if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-          self._tb.add_scalar(k, v, step)
+          self._tb.add_scalar(k.replace(":", "_"), v, step)  # TensorBoard tags may not hold ':'.
       self._tb.flush()
     if self._bar is not None and "loss" in row:
       self._bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
