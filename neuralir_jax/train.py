@@ -106,6 +106,27 @@ class _Preemption:
     self.requested = True
 
 
+def make_iterator(config: ml_collections.ConfigDict, tokenizer: tokenization.Tokenizer) -> data.TrainIterator:
+  """This process's resumable batches of `config.data.train`, after checking the objectives find their
+  columns in the view."""
+  records = data.load_records(config.data.train, config.data.view, seed=config.seed,
+                              tfds_data_dir=config.data.tfds_data_dir or None)
+  columns = _columns(records)
+  steps.text_columns(config, {f"{c}_ids" for c in columns} | {k for k in records[0] if k in data.SCALAR_COLUMNS})
+  return data.make_train_iterator(
+      records, tokenizer, columns=columns, global_batch_size=config.batch_size, seed=config.seed,
+      max_length=config.data.max_length, buckets=tuple(config.data.buckets) or None,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def _write_workdir_files(workdir: str, config_dict: dict, tokenizer: tokenization.Tokenizer) -> None:
+  """config.json and the tokenizer, so the workdir evaluates and exports without the original model dir."""
+  os.makedirs(os.path.join(workdir, "tokenizer"), exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config_dict, f, indent=2, default=str)
+  tokenizer.save(os.path.join(workdir, "tokenizer"))
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) in `workdir`; returns the last logged metrics."""
   distributed.setup()
@@ -113,14 +134,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   mesh = sharding.make_mesh()
   validate(config, mesh.size)
   tokenizer, pretrained = resolve_model(config)
-  records = data.load_records(config.data.train, config.data.view, seed=config.seed,
-                              tfds_data_dir=config.data.tfds_data_dir or None)
-  columns = _columns(records)
-  steps.text_columns(config, {f"{c}_ids" for c in columns} | {k for k in records[0] if k in data.SCALAR_COLUMNS})
-  iterator = data.make_train_iterator(
-      records, tokenizer, columns=columns, global_batch_size=config.batch_size, seed=config.seed,
-      max_length=config.data.max_length, buckets=tuple(config.data.buckets) or None,
-      process_index=jax.process_index(), process_count=jax.process_count())
+  iterator = make_iterator(config, tokenizer)
 
   mngr = checkpoint.manager(workdir, keep=config.checkpoint.keep)
   start = mngr.latest_step() or 0
@@ -139,11 +153,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   config_dict = config.to_dict()
   if distributed.is_main_process():
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config_dict, f, indent=2, default=str)
-    os.makedirs(os.path.join(workdir, "tokenizer"), exist_ok=True)
-    tokenizer.save(os.path.join(workdir, "tokenizer"))  # The workdir exports without the original model dir.
+    _write_workdir_files(workdir, config_dict, tokenizer)
   train_step = steps.make_train_step(config, model, mesh, tx, state_shardings, schedule)
   pmap = config.parallel.strategy == "pmap"
   if pmap:
@@ -151,55 +161,31 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   evaluator = _InTrainingEvaluator(config, tokenizer, model)
   writer = MetricWriter(workdir, start, config.num_steps)
   preemption = _Preemption()
-  bert = BertConfig(**config.model.bert.to_dict())
-  peak = flops.peak_flops_per_device(jax.devices()[0], cpu_peak=config.cpu_peak_flops / mesh.size)
-  symmetric = config.infonce.symmetric and "infonce" in steps.enabled_objectives(config)
-
-  candidates_cache = []
-
-  def step_flops(batch, metrics):
-    if not candidates_cache:  # Fixed by the config; fetched once so later steps stay asynchronous.
-      candidates_cache.append(_candidates_per_query(metrics))
-    candidates = candidates_cache[0]
-    return flops.train_flops_per_step(bert, _seq_lens(batch), config.batch_size, candidates,
-                                      candidates if symmetric else 0)
-
+  meter = _Throughput(config, mesh.size)
   last: dict[str, Any] = {}
-  tokens = examples = 0
-  flops_done = 0.0
-  tic = time.perf_counter()
   step = start
   try:
     while step < config.num_steps:
       batch = next(iterator)
       state, metrics = train_step(state, batch)
       step += 1
-      tokens += _tokens_per_step(batch) * jax.process_count()
-      examples += config.batch_size
-      flops_done += step_flops(batch, metrics)
+      meter.add(batch, metrics)
       writer.advance(step)
       if step == start + 1:  # Throughput excludes the first step's compilation.
         jax.block_until_ready(metrics)
-        tokens = examples = 0
-        flops_done = 0.0
-        tic = time.perf_counter()
+        meter.reset()
       final = step == config.num_steps
       if step % config.log_every_steps == 0 or final or preemption.requested:
         metrics = jax.device_get(metrics)
         _check_finite(metrics, step, workdir)
-        seconds = time.perf_counter() - tic
-        metrics.update(examples_per_second=examples / seconds, tokens_per_second=tokens / seconds)
-        if peak:
-          metrics["mfu"] = flops_done / seconds / (peak * mesh.size)
         last = {k: float(v) for k, v in metrics.items()}
+        last.update(meter.rates())
         writer.write(step, last)
-        tokens = examples = 0
-        flops_done = 0.0
-        tic = time.perf_counter()
+        meter.reset()
       if evaluator.due(step):
         params = steps.from_pmap_state(state).params if pmap else state.params
         writer.write(step, evaluator.run(params, step))
-        tic = time.perf_counter()
+        meter.reset()
       if step % config.checkpoint.every_steps == 0 or final or preemption.requested:
         saved = steps.from_pmap_state(state) if pmap else state
         _check_finite(jax.device_get({"loss": metrics["loss"]}), step, workdir)
@@ -212,6 +198,39 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     mngr.close()
     writer.close()
   return dict(last, step=step)
+
+
+class _Throughput:
+  """Examples/s, tokens/s (real, unpadded) and MFU (model FLOPs of the padded batch) since the last reset."""
+
+  def __init__(self, config: ml_collections.ConfigDict, num_devices: int):
+    self.config = config
+    self.bert = BertConfig(**config.model.bert.to_dict())
+    peak = flops.peak_flops_per_device(jax.devices()[0], cpu_peak=config.cpu_peak_flops / num_devices)
+    self.peak_total = peak * num_devices if peak else None
+    self.symmetric = config.infonce.symmetric and "infonce" in steps.enabled_objectives(config)
+    self.candidates = None
+    self.reset()
+
+  def reset(self) -> None:
+    self.tokens = self.examples = 0
+    self.flops = 0.0
+    self.tic = time.perf_counter()
+
+  def add(self, batch: dict[str, np.ndarray], metrics: dict) -> None:
+    if self.candidates is None:  # Fixed by the config; fetched once so later steps stay asynchronous.
+      self.candidates = _candidates_per_query(metrics)
+    self.tokens += _tokens_per_step(batch) * jax.process_count()
+    self.examples += self.config.batch_size
+    self.flops += flops.train_flops_per_step(self.bert, _seq_lens(batch), self.config.batch_size,
+                                             self.candidates, self.candidates if self.symmetric else 0)
+
+  def rates(self) -> dict[str, float]:
+    seconds = max(time.perf_counter() - self.tic, 1e-9)
+    out = {"examples_per_second": self.examples / seconds, "tokens_per_second": self.tokens / seconds}
+    if self.peak_total:
+      out["mfu"] = self.flops / seconds / self.peak_total
+    return out
 
 
 def _candidates_per_query(metrics: dict) -> int:
