@@ -21,18 +21,6 @@ sys.path.insert(0, REPO)
 KEYS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map", "ann_recall@10", "search_seconds")
 
 
-def memoized(encode):
-  cache = {}
-
-  def fn(texts):
-    key = tuple(texts)
-    if key not in cache:
-      cache[key] = encode(list(texts))
-    return cache[key]
-
-  return fn
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--dir", default=os.path.join(REPO, "data", "retrieval", "scifact"))
@@ -46,7 +34,7 @@ def main() -> None:
   corpus, queries, qrels = data.load_beir(args.dir, "test")
   ours = load_encoder(path)
   tic = time.perf_counter()
-  encode = memoized(lambda t: ours.encode(t, batch_size=64))
+  encode = evaluate.memoized(lambda t: ours.encode(t, batch_size=64))
   encode(list(queries.values()))
   encode(list(corpus.values()))
   results = {"ours_encode_seconds": time.perf_counter() - tic}
@@ -58,7 +46,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
     st = SentenceTransformer(path, device="cpu")
     tic = time.perf_counter()
-    st_encode = memoized(lambda t: st.encode(t, batch_size=64))
+    st_encode = evaluate.memoized(lambda t: st.encode(t, batch_size=64))
     st_encode(list(queries.values()))
     st_encode(list(corpus.values()))
     results["st_encode_seconds"] = time.perf_counter() - tic

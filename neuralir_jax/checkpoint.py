@@ -39,10 +39,6 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tupl
   return restored.state, restored.data
 
 
-def has_checkpoints(workdir: str) -> bool:
-  return os.path.isdir(os.path.join(workdir, "checkpoints"))
-
-
 def restore_params_and_config(workdir: str, step: int | None = None) -> tuple[dict, dict, int]:
   """(params, config dict, step) of a workdir's checkpoint, on the default device: for export/eval."""
   handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),

@@ -62,12 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(path: str, step: int | None = None):
   """An Encoder from a model directory, or from a training workdir's checkpoint (latest or `step`)."""
-  from neuralir_jax import checkpoint
-  if checkpoint.has_checkpoints(path):
-    from neuralir_jax import train
-    return train.load_workdir_encoder(path, step)
   from neuralir_jax import encoder as encoder_lib
-  return encoder_lib.load_encoder(path)
+  return encoder_lib.load_encoder(path, step=step)
 
 
 def _evaluate(args) -> dict:

@@ -8,6 +8,7 @@ ignored setting.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import os
 from typing import Sequence
@@ -86,24 +87,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str],
     except (ValueError, SyntaxError) as e:
       raise ValueError(f"--config.{key}={text}: cannot parse as {type(current).__name__} ({e}).") from None
     if isinstance(node, ml_collections.ConfigDict):
-      with node.ignore_type() if current is None else _nullcontext():
+      with node.ignore_type() if current is None else contextlib.nullcontext():
         node[parts[-1]] = value
     else:
       node[parts[-1]] = value
   return config
-
-
-class _nullcontext:
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *args):
-    return False
-
-
-def to_dict(config: ml_collections.ConfigDict) -> dict:
-  return config.to_dict()
-
-
-def from_dict(d: dict) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(d)

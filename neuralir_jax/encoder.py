@@ -100,7 +100,8 @@ class Encoder:
     if not texts:
       return np.zeros((0, self.dim), np.float32)
     max_length = self.config.max_seq_length
-    lengths = np.minimum(self.tokenizer.token_lengths(texts), max_length)
+    token_ids = self.tokenizer.token_ids(texts, max_length)  # Tokenised once: sorted, then padded per batch.
+    lengths = np.array([len(x) for x in token_ids])
     order = np.argsort(-lengths, kind="stable")
     fn = self._embed_fn(normalize)
     starts = range(0, len(texts), batch_size)
@@ -112,7 +113,7 @@ class Encoder:
     for start in starts:
       idx = order[start:start + batch_size]
       length = tokenization.bucket_length(int(lengths[idx[0]]), max_length, self.buckets)
-      ids, mask = self.tokenizer([texts[i] for i in idx], max_length=max_length, pad_to=length)
+      ids, mask = self.tokenizer.pad([token_ids[i] for i in idx], length)
       ids, mask = _pad_rows(ids, mask, self.batch_rows(len(idx), batch_size), self.tokenizer.pad_id)
       ids, mask = jax.device_put((ids, mask), self._sharded)
       pending.append((len(idx), fn(self.params, ids, mask)))  # Async: tokenises the next batch meanwhile.
@@ -158,19 +159,24 @@ def _to_host(count: int, emb: jax.Array) -> np.ndarray:
   return np.asarray(emb, np.float32)[:count]
 
 
-def load_encoder(path: str, dtype: Any = jnp.float32) -> Encoder:
-  """Encoder from a HF / sentence-transformers directory, or from a training workdir (has checkpoints/)."""
+def load_encoder(path: str, dtype: Any = jnp.float32, step: int | None = None) -> Encoder:
+  """Encoder from a HF / sentence-transformers directory, or from a training workdir (has checkpoints/;
+  its latest checkpoint, or `step`)."""
   path = os.fspath(path)
   if os.path.isdir(os.path.join(path, "checkpoints")):
-    return _load_workdir(path, dtype)
+    return _load_workdir(path, dtype, step)
+  if step is not None:
+    raise ValueError(f"{path} is a model directory, not a training workdir: drop --step.")
   config, params, tokenizer = hf_io.load_hf_directory(path)
   return Encoder(config, params, tokenizer, dtype=dtype)
 
 
-def _load_workdir(path: str, dtype: Any) -> Encoder:
-  """The encoder of a training workdir's latest checkpoint (see neuralir_jax.train)."""
+def _load_workdir(path: str, dtype: Any, step: int | None) -> Encoder:
+  """The encoder of a training workdir's checkpoint (see neuralir_jax.train)."""
   from neuralir_jax import train  # pylint: disable=import-outside-toplevel  (train imports this module)
-  encoder = train.load_workdir_encoder(path)
+  encoder = train.load_workdir_encoder(path, step)
   if jnp.dtype(dtype) != jnp.dtype(encoder.dtype):
+    head = encoder.nli_head
     encoder = Encoder(encoder.config, encoder.params, encoder.tokenizer, dtype=dtype)
+    encoder.nli_head = head
   return encoder

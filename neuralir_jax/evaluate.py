@@ -42,6 +42,19 @@ def _encode(encode_fn: EncodeFn, texts: list[str], what: str) -> np.ndarray:
   return emb
 
 
+def memoized(encode_fn: EncodeFn) -> EncodeFn:
+  """encode_fn that embeds a given list of texts only once (e.g. one corpus searched two ways)."""
+  cache: dict[tuple[str, ...], np.ndarray] = {}
+
+  def encode(texts):
+    key = tuple(texts)
+    if key not in cache:
+      cache[key] = encode_fn(list(texts))
+    return cache[key]
+
+  return encode
+
+
 def l2_normalize(x_NxD: np.ndarray) -> np.ndarray:
   """Rows scaled to unit norm (all-zero rows stay zero)."""
   norms = np.linalg.norm(x_NxD, axis=1, keepdims=True)

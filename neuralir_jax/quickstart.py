@@ -41,22 +41,10 @@ ROWS = (("STS-B test Spearman", "sts", "spearman"),
         ("SNLI test accuracy (softmax head)", "nli", "accuracy"))
 
 
-def memoized_encode(encoder, batch_size: int = 128):
-  """encode_fn that embeds a given list of texts once (exact and ScaNN search share the corpus)."""
-  cache = {}
-
-  def encode(texts):
-    key = tuple(texts)
-    if key not in cache:
-      cache[key] = encoder.encode(list(texts), batch_size=batch_size)
-    return cache[key]
-
-  return encode
-
-
 def evaluate_encoder(encoder, predict_fn=None) -> dict[str, dict]:
   from neuralir_jax import evaluate
-  encode = memoized_encode(encoder)
+  # Exact and ScaNN search share one encoding of the corpus.
+  encode = evaluate.memoized(lambda texts: encoder.encode(texts, batch_size=128))
   out = {"sts": evaluate.evaluate_task(encode, STS_TASK),
          "exact": evaluate.evaluate_task(encode, BEIR_TASK, index="exact")}
   out["scann"] = evaluate.evaluate_task(encode, BEIR_TASK, index="scann", scann_config=SCANN_CONFIG)

@@ -7,8 +7,8 @@ handful of shapes instead of one per batch.
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 from typing import Sequence
 
 import numpy as np
@@ -57,11 +57,7 @@ class Tokenizer:
     Texts longer than max_length are truncated (the final [SEP] is kept), never rejected.
     """
     max_length = max_length or self.max_length
-    for i, t in enumerate(texts):
-      if not isinstance(t, str):
-        raise TypeError(f"text {i} is {type(t).__name__}, not str: pass a list of strings.")
-    encs = self._tok.encode_batch(list(texts))
-    ids = [_truncate(e.ids, max_length) for e in encs]
+    ids = self.token_ids(texts, max_length)
     longest = max((len(x) for x in ids), default=1)
     if pad_to is not None:
       length = pad_to
@@ -69,6 +65,18 @@ class Tokenizer:
       length = longest
     else:
       length = bucket_length(longest, max_length, buckets)
+    return self.pad(ids, length)
+
+  def token_ids(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
+    """Token ids of each text (special tokens included), truncated to max_length keeping the last [SEP]."""
+    max_length = max_length or self.max_length
+    for i, t in enumerate(texts):
+      if not isinstance(t, str):
+        raise TypeError(f"text {i} is {type(t).__name__}, not str: pass a list of strings.")
+    return [_truncate(e.ids, max_length) for e in self._tok.encode_batch(list(texts))]
+
+  def pad(self, ids: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) int32 [len(ids), length]; longer id lists are cut to `length`."""
     out = np.full((len(ids), length), self.pad_id, np.int32)
     mask = np.zeros((len(ids), length), np.int32)
     for i, x in enumerate(ids):
@@ -79,7 +87,6 @@ class Tokenizer:
 
   def save(self, output_dir: str) -> None:
     """Copies the tokenizer files next to an exported model."""
-    import shutil
     for name in self.files:
       shutil.copyfile(os.path.join(self.path, name), os.path.join(output_dir, name))
 
@@ -95,11 +102,3 @@ def _truncate(ids: list[int], max_length: int) -> list[int]:
   if len(ids) <= max_length:
     return ids
   return ids[:max_length - 1] + ids[-1:]  # Keep [SEP] last, as HF truncation does.
-
-
-def read_do_lower_case(path: str) -> bool | None:
-  cfg = os.path.join(path, "tokenizer_config.json")
-  if os.path.isfile(cfg):
-    with open(cfg) as f:
-      return json.load(f).get("do_lower_case")
-  return None

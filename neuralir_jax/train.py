@@ -158,7 +158,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   pmap = config.parallel.strategy == "pmap"
   if pmap:
     state = steps.to_pmap_state(state, mesh)
-  evaluator = _InTrainingEvaluator(config, tokenizer, model)
+  evaluator = _InTrainingEvaluator(config, tokenizer)
   writer = MetricWriter(workdir, start, config.num_steps)
   preemption = _Preemption()
   meter = _Throughput(config, mesh.size)
@@ -251,10 +251,9 @@ def _check_finite(metrics: dict, step: int, workdir: str) -> None:
 class _InTrainingEvaluator:
   """Runs `config.eval.tasks` every `config.eval.every_steps` on the current encoder params."""
 
-  def __init__(self, config: ml_collections.ConfigDict, tokenizer, model):
+  def __init__(self, config: ml_collections.ConfigDict, tokenizer):
     self.config = config
     self.tokenizer = tokenizer
-    self.model = model
     self.every = int(config.eval.every_steps)
     self.tasks = tuple(config.eval.tasks)
 
