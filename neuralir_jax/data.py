@@ -1,7 +1,8 @@
 """The input pipeline: data sources named by one string, training views, and a resumable per-process iterator.
 
-A source is `tfds:NAME[/CONFIG]:SPLIT` (read with `tfds.data_source`, array_record, no TensorFlow),
-`nli:FILE.jsonl[.gz]`, `sts:FILE.tsv[.gz]`, `beir:DIR[:SPLIT]` or `triples:FILE` (see `readers`).
+A source is `tfds:NAME[/CONFIG]:SPLIT` (read with `tfds.data_source`, array_record, no TensorFlow; it must be
+prepared beforehand: nothing is downloaded here), `nli:FILE.jsonl[.gz]`, `sts:FILE.tsv[.gz]`,
+`beir:DIR[:SPLIT]` or `triples:FILE` (see `readers`).
 `load_records(spec, view)` turns it into the records one training objective needs:
 
   pairs       NLI: premise, hypothesis, label (int);  STS: sentence1, sentence2, score (float)
@@ -23,12 +24,13 @@ import dataclasses
 import hashlib
 import importlib
 import logging
+import os
 from typing import Any, Iterable, Iterator, Sequence
 
 import grain
 import numpy as np
 
-from neuralir_jax import readers
+from neuralir_jax import config_lib, readers
 from neuralir_jax.readers import (NLI_LABELS, load_beir, read_nli, read_sts,  # noqa: F401 (re-exported)
                                   read_triples)
 from neuralir_jax.tokenization import Tokenizer
@@ -36,7 +38,7 @@ from neuralir_jax.tokenization import Tokenizer
 SCHEMES = ("tfds", "nli", "sts", "beir", "triples")
 SOURCE_SYNTAX = ("tfds:NAME[/CONFIG]:SPLIT, nli:FILE.jsonl[.gz], sts:FILE.tsv[.gz], beir:DIR[:SPLIT], "
                  "triples:FILE")
-VIEWS = ("pairs", "triplets", "nli_full", "duplicates")
+VIEWS = config_lib.VIEWS
 SCALAR_COLUMNS = {"label": np.int32, "score": np.float32}
 ENTAILMENT, NEUTRAL, CONTRADICTION = range(3)
 
@@ -75,22 +77,59 @@ def parse_source(spec: str) -> Source:
 # Raw rows of a source.
 
 
-def read_tfds(source: Source, data_dir: str | None = None, download: bool = True,
-              skip_invalid: bool = False) -> list[dict]:
+def read_tfds(source: Source, data_dir: str | None = None, skip_invalid: bool = False) -> list[dict]:
   """Rows of a TFDS split: NLI datasets (premise/hypothesis/label) or STS (sentence1/sentence2/label float).
 
-  Reads the array_record files with `tfds.data_source` (no TensorFlow), preparing them first when
-  `download` is true. NLI rows with label -1 (no gold label) are dropped and counted in the log.
+  Reads the prepared array_record files with `tfds.data_source` (no TensorFlow) and never downloads: an
+  unprepared dataset is a one-line error saying how to prepare it. NLI rows with label -1 (no gold label)
+  are dropped and counted in the log.
   """
-  import tensorflow_datasets as tfds  # Slow to import; only tfds: sources need it.
+  tfds = _import_tfds()
+  name = source.path + (f"/{source.config}" if source.config else "")
+  spec = f"tfds:{name}:{source.split}"
+  try:
+    ds = tfds.data_source(name, split=source.split, data_dir=data_dir, download=False)
+  except Exception as e:  # noqa: BLE001  tfds raises NotImplementedError, ValueError, AssertionError...
+    check_tfds_prepared(source, data_dir)  # Raises the specific error when the dataset is not there.
+    message = readers.one_line(e)
+    hint = ("; tfds.data_source reads array_record files only: rebuild with tfds build --file_format=array_record"
+            if "record" in message.lower() else "")
+    raise ValueError(f"{spec}: cannot read it from {_tfds_dir(tfds, data_dir)}: {message}{hint}") from None
+  return rows_from_tfds(_all_examples(ds), ds.dataset_info.features.keys(), spec, skip_invalid)
+
+
+def _import_tfds():
+  """tensorflow_datasets with every builder registered (slow to import: only tfds: sources need it)."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   # tfds imports its legacy builder packages lazily, and the registry does not trigger that import, so
   # without this tfds.data_source("glue/stsb") or ("multi_nli") reports "Dataset not found".
   importlib.import_module("tensorflow_datasets.text")
-  from neuralir_jax import tfds_builder  # noqa: F401  Registers neuralir_nli.
+  from neuralir_jax import tfds_builder  # noqa: F401  pylint: disable=import-outside-toplevel  (registers it)
+  return tfds
+
+
+def _tfds_dir(tfds, data_dir: str | None) -> str:
+  return data_dir or os.path.expanduser(tfds.core.constants.DATA_DIR)
+
+
+def check_tfds_prepared(source: Source, data_dir: str | None = None) -> None:
+  """Raises a one-line ValueError unless the TFDS dataset is known and prepared in `data_dir`.
+
+  Reads only the dataset's metadata; never downloads (a download would retry for minutes offline).
+  """
+  tfds = _import_tfds()
   name = source.path + (f"/{source.config}" if source.config else "")
-  ds = tfds.data_source(name, split=source.split, data_dir=data_dir, download=download)
-  return rows_from_tfds(_all_examples(ds), ds.dataset_info.features.keys(), f"tfds:{name}:{source.split}",
-                        skip_invalid)
+  spec, where = f"tfds:{name}:{source.split}", _tfds_dir(tfds, data_dir)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # noqa: BLE001  DatasetNotFoundError lists the whole catalogue over many lines.
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(f"{spec}: TFDS has no dataset {name!r} ({first}); check the name in "
+                     "tfds:NAME[/CONFIG]:SPLIT") from None
+  if not builder.is_prepared():
+    raise ValueError(f"{spec} is not prepared in {where}; prepare it with `tfds build {name} --data_dir {where} "
+                     "--file_format=array_record` on a machine with network access, or set data.tfds_data_dir "
+                     "to where it is prepared.")
 
 
 def rows_from_tfds(examples: Iterable[dict], feature_names: Iterable[str], name: str,
@@ -156,8 +195,8 @@ def _read_pairs(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -
     return read_sts(source.path, skip_invalid)
   if source.kind == "tfds":
     return read_tfds(source, tfds_data_dir, skip_invalid=skip_invalid)
-  raise ValueError(f"a {source.kind}: source has no sentence pairs; use an nli:, sts: or tfds: source here, "
-                   "or the 'triplets' view for triples: and beir: sources.")
+  raise ValueError(f"{source.kind}:{source.path}: a {source.kind}: source has no sentence pairs; use an nli:, "
+                   "sts: or tfds: source here, or the 'triplets' view for triples: and beir: sources.")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -166,22 +205,32 @@ def _read_pairs(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -
 
 def load_records(source_spec: str, view: str, *, seed: int = 0, skip_invalid: bool = False,
                  tfds_data_dir: str | None = None) -> list[dict]:
-  """The records of one training view (see the module docstring) of a source string."""
+  """The records of one training view (see the module docstring) of a source string.
+
+  `skip_invalid` skips (and counts) bad rows instead of raising `FILE:LINE: ...`; a view that ends up
+  with no record raises a one-line ValueError naming the source.
+  """
   if view not in VIEWS:
     raise ValueError(f"unknown view {view!r} for {source_spec!r}; use one of {VIEWS}.")
-  source = parse_source(source_spec)
+  records = _view_records(parse_source(source_spec), source_spec, view, seed, skip_invalid, tfds_data_dir)
+  if not records:
+    raise ValueError(f"{source_spec}: view {view!r} gives no records; use another view or source "
+                     f"(views: {', '.join(VIEWS)}).")
+  return records
+
+
+def _view_records(source: Source, source_spec: str, view: str, seed: int, skip_invalid: bool,
+                  tfds_data_dir: str | None) -> list[dict]:
   if view == "pairs":
     return _read_pairs(source, skip_invalid, tfds_data_dir)
   if view == "duplicates":
     return duplicates_view(_texts_of(source, skip_invalid, tfds_data_dir))
+  if source.kind in ("triples", "beir") and view == "nli_full":
+    raise ValueError(f"{source_spec}: view 'nli_full' needs an NLI source (nli: or tfds:snli...).")
   if source.kind == "triples":
-    if view == "nli_full":
-      raise ValueError(f"{source_spec}: view 'nli_full' needs an NLI source (nli: or tfds:snli...).")
     rows = read_triples(source.path, skip_invalid)
     return [{"anchor": r["query"], "positive": r["positive"], "negative": r["negative"]} for r in rows]
   if source.kind == "beir":
-    if view == "nli_full":
-      raise ValueError(f"{source_spec}: view 'nli_full' needs an NLI source (nli: or tfds:snli...).")
     return beir_pairs_view(*load_beir(source.path, source.split, skip_invalid))
   rows = _read_pairs(source, skip_invalid, tfds_data_dir)
   if rows and "label" not in rows[0]:
@@ -362,8 +411,10 @@ def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, column
   columns = tuple(columns)
   missing = [c for c in columns if c not in records[0]]
   if missing:
+    hint = ("; this view has no hard negatives (a beir: source gives none): set "
+            "--config.infonce.hard_negatives=false, or use a view with negatives" if "negative" in missing else "")
     raise ValueError(f"records lack the text columns {missing}; they have {sorted(records[0])}. "
-                     "Pick columns from those (or load another view).")
+                     f"Pick columns from those (or load another view){hint}.")
   scalars = [s for s in SCALAR_COLUMNS if s in records[0]]
   local = global_batch_size // process_count
   stream = grain.MapDataset.source(list(records)).shuffle(seed=seed).repeat(num_epochs)

@@ -1,8 +1,12 @@
-"""Evaluators shared by `neuralir eval`, periodic evaluation inside training, and the benchmarks.
+"""Evaluators shared by `neuralir eval`, periodic evaluation inside training, the ablation and the quickstart.
 
-Encoders come in as a callable `encode_fn(texts: list[str]) -> np.ndarray [n, d]` (e.g. `Encoder.encode`),
-so this module does not depend on the model code. Similarity is the cosine: embeddings are L2-normalised
-here (a no-op for encoders that already normalise).
+`evaluate_tasks(encoder, tasks)` is the one entry point: it checks every task first (`check_tasks`: task
+strings and files, no data read), encodes through `distributed.encode_across_processes` (each process its
+slice) and a memo cache (a corpus searched with exact search and ScaNN is encoded once), and returns
+`{task: results}` with JSON-safe values (no NaN or inf). `evaluate_task` is its per-task worker and takes a
+plain callable `encode_fn(texts: list[str]) -> np.ndarray [n, d]`, so this module does not depend on the
+model code. Similarity is the cosine: embeddings are L2-normalised here (a no-op for encoders that already
+normalise).
 
   * STS: Spearman and Pearson correlation (0-1 scale) of cosine(sentence1, sentence2) with the gold score.
   * Retrieval (BEIR): encode corpus and queries, top-k search (exact or ScaNN, see `search`), trec_eval
@@ -10,25 +14,42 @@ here (a no-op for encoders that already normalise).
     (a document whose score ties the exact 10th counts as found).
   * NLI: accuracy of a classifier `predict_fn(premises, hypotheses) -> logits [n, 3]`.
 
-`evaluate_task` dispatches a task string (`sts:FILE`, `beir:DIR[:SPLIT]`, `nli:FILE`, or a `tfds:` STS/NLI
-source) to the right evaluator.
+A task string is `sts:FILE`, `beir:DIR[:SPLIT]`, `nli:FILE`, or a `tfds:` STS/NLI source.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import scipy.stats
 
 from neuralir_jax import ir_metrics
+from neuralir_jax import readers
 from neuralir_jax import search as search_lib
 
 EncodeFn = Callable[[list[str]], np.ndarray]
 PredictFn = Callable[[list[str], list[str]], np.ndarray]
 
 RETRIEVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map")
+STS_METRICS = ("spearman", "pearson")
+PRIMARY_METRIC = {"sts": "spearman", "beir": "ndcg@10", "nli": "accuracy"}
+TASK_KINDS = ("sts", "beir", "nli", "tfds")
+TASK_SYNTAX = "sts:FILE, beir:DIR[:SPLIT], nli:FILE or a tfds: STS/NLI source"
+INDEXES = ("exact", "scann")
+_CACHE_OWNER = "encoder"  # Key of the encoder that filled an encode_cache (other keys are tuples of texts).
+
+
+class TaskEncoder(Protocol):
+  """What `evaluate_tasks` needs of an encoder (e.g. `encoder.Encoder`)."""
+  nli_head: Any  # None, or the trained NLI softmax head's params (then `predict_nli` works).
+
+  def encode(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray: ...
+
+  def predict_nli(self, premises: list[str], hypotheses: list[str]) -> np.ndarray: ...
 
 
 def _encode(encode_fn: EncodeFn, texts: list[str], what: str) -> np.ndarray:
@@ -42,9 +63,12 @@ def _encode(encode_fn: EncodeFn, texts: list[str], what: str) -> np.ndarray:
   return emb
 
 
-def memoized(encode_fn: EncodeFn) -> EncodeFn:
-  """encode_fn that embeds a given list of texts only once (e.g. one corpus searched two ways)."""
-  cache: dict[tuple[str, ...], np.ndarray] = {}
+def memoized(encode_fn: EncodeFn, cache: dict | None = None) -> EncodeFn:
+  """encode_fn that embeds a given list of texts only once (e.g. one corpus searched two ways).
+
+  `cache` (optional) is the dict that keeps the embeddings, so it can outlive this function.
+  """
+  cache = {} if cache is None else cache
 
   def encode(texts):
     key = tuple(texts)
@@ -61,20 +85,32 @@ def l2_normalize(x_NxD: np.ndarray) -> np.ndarray:
   return (x_NxD / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def evaluate_sts(encode_fn: EncodeFn, records: Sequence[Mapping[str, Any]]) -> dict:
-  """Spearman/Pearson of cosine similarity vs gold `score`; each distinct sentence is encoded once."""
+def evaluate_sts(encode_fn: EncodeFn, records: Sequence[Mapping[str, Any]], name: str = "STS records") -> dict:
+  """Spearman/Pearson of cosine similarity vs gold `score`; each distinct sentence is encoded once.
+
+  Raises a ValueError naming `name` when a correlation is undefined (all gold scores, or all cosines,
+  equal), so no NaN ever reaches the results.
+  """
   if len(records) < 2:
-    raise ValueError(f"STS evaluation needs at least 2 pairs, got {len(records)}")
+    raise ValueError(f"{name}: STS evaluation needs at least 2 pairs, got {len(records)}")
   for i, r in enumerate(records):
     if not all(key in r for key in ("sentence1", "sentence2", "score")):
-      raise ValueError(f"STS record {i} lacks sentence1/sentence2/score: {dict(r)!r}")
+      raise ValueError(f"{name}: STS record {i} lacks sentence1/sentence2/score: {dict(r)!r}")
+  gold_P = np.asarray([float(r["score"]) for r in records])
+  if not np.all(np.isfinite(gold_P)):
+    raise ValueError(f"{name}: {int(np.sum(~np.isfinite(gold_P)))} gold scores are NaN or inf; fix them")
+  if np.all(gold_P == gold_P[0]):
+    raise ValueError(f"{name}: all {len(records)} scores are equal; Spearman is undefined (every gold score is "
+                     f"{gold_P[0]:g}); evaluate on pairs with different gold scores")
   sentences = list(dict.fromkeys(s for r in records for s in (r["sentence1"], r["sentence2"])))
   position = {s: i for i, s in enumerate(sentences)}
   emb_NxD = l2_normalize(_encode(encode_fn, sentences, "STS sentences"))
   a_PxD = emb_NxD[[position[r["sentence1"]] for r in records]]
   b_PxD = emb_NxD[[position[r["sentence2"]] for r in records]]
   cosine_P = np.sum(a_PxD * b_PxD, axis=1)
-  gold_P = np.asarray([float(r["score"]) for r in records])
+  if np.all(cosine_P == cosine_P[0]):
+    raise ValueError(f"{name}: all {len(records)} cosine similarities are equal; Spearman is undefined (the "
+                     f"encoder gives every pair the similarity {cosine_P[0]:g}); check the model")
   return {
       "spearman": float(scipy.stats.spearmanr(cosine_P, gold_P).statistic),
       "pearson": float(scipy.stats.pearsonr(cosine_P, gold_P).statistic),
@@ -129,6 +165,16 @@ def _ann_recall(approx_run, exact_run, q_QxD, docs_NxD, doc_ids, k: int = 10) ->
   return float(np.mean(recalls)) if recalls else 0.0
 
 
+def _excluded_judged(corpus: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]]) -> int:
+  """How many queries have their own id judged in qrels and in the corpus (exclude_self hides those)."""
+  count = sum(1 for qid, judged in qrels.items() if qid in judged and qid in corpus)
+  if count:
+    logging.warning("exclude_self=True removed %d documents that qrels judge for their own query (document id "
+                    "== query id); they can no longer be retrieved. Use exclude_self=False unless the corpus "
+                    "holds copies of the queries.", count)
+  return count
+
+
 def evaluate_retrieval(
     encode_fn: EncodeFn,
     corpus: Mapping[str, str],
@@ -139,15 +185,19 @@ def evaluate_retrieval(
     k: int = 100,
     scann_config: Mapping[str, Any] | None = None,
     index_dir: str | None = None,
-    exclude_self: bool = True,
+    exclude_self: bool = False,
     return_run: bool = False,
 ) -> dict:
   """Encodes, searches the top `k` and scores with trec_eval metrics (see `ir_metrics`).
 
-  Only queries that appear in `qrels` are encoded. `exclude_self` drops a document whose id equals the
-  query id from that query's results (BEIR convention for corpora that contain their queries). With
-  `return_run`, the run `{qid: {docid: score}}` is returned under "run".
+  Only queries that appear in `qrels` are encoded. `exclude_self` (off by default) drops a document whose id
+  equals the query id from that query's results, for corpora that contain copies of their queries; the
+  results then hold `excluded_judged`, the number of such documents that qrels judge for their query (a
+  warning is logged when it is not 0: ids such as Cranfield's are shared by unrelated queries and
+  documents). With `return_run`, the run `{qid: {docid: score}}` is returned under "run".
   """
+  if index not in INDEXES:
+    raise ValueError(f"unknown index {index!r}; use one of {INDEXES}")
   missing = [q for q in qrels if q not in queries]
   if missing:
     raise ValueError(f"{len(missing)} qrels queries have no text in queries (e.g. {missing[0]!r}); "
@@ -172,6 +222,8 @@ def evaluate_retrieval(
     exact_run = _to_run(ex_s, ex_i, query_ids, doc_ids, min(10, k), exclude_self)
     out["ann_recall@10"] = _ann_recall(run, exact_run, q_QxD, docs_NxD, doc_ids, min(10, k))
   out.update(num_docs=len(doc_ids), encode_seconds=encode_seconds, search_seconds=search_seconds, index=index)
+  if exclude_self:
+    out["excluded_judged"] = _excluded_judged(corpus, qrels)
   if return_run:
     out["run"] = run
   return out
@@ -187,10 +239,14 @@ def evaluate_task(
     scann_config: Mapping[str, Any] | None = None,
     index_dir: str | None = None,
     predict_fn: PredictFn | None = None,
-    exclude_self: bool = True,
+    exclude_self: bool = False,
+    tfds_data_dir: str | None = None,
 ) -> dict:
   """Runs one task string: `sts:FILE.tsv[.gz]`, `beir:DIR[:SPLIT]` (`split` overrides), `nli:FILE.jsonl[.gz]`
-  (needs `predict_fn`), or a `tfds:` source of STS pairs (score) or NLI pairs (label)."""
+  (needs `predict_fn`), or a `tfds:` source of STS pairs (score) or NLI pairs (label).
+
+  Returns `{"task": task, metric: value, ...}` with JSON-safe values (a NaN or inf raises instead).
+  """
   from neuralir_jax import data  # Lazy: the data module pulls in grain and the tokenizer.
 
   source = data.parse_source(task)
@@ -199,22 +255,110 @@ def evaluate_task(
     out = evaluate_retrieval(encode_fn, corpus, queries, qrels, index=index, k=k, scann_config=scann_config,
                              index_dir=index_dir, exclude_self=exclude_self)
   elif source.kind == "sts":
-    out = evaluate_sts(encode_fn, data.read_sts(source.path))
+    out = evaluate_sts(encode_fn, data.read_sts(source.path), name=source.path)
   elif source.kind == "nli":
     out = _nli(predict_fn, lambda: data.read_nli(source.path), task)
   elif source.kind == "tfds":
-    rows = data.load_records(task, "pairs")
+    rows = data.load_records(task, "pairs", tfds_data_dir=tfds_data_dir)
     if rows and "score" in rows[0]:
-      out = evaluate_sts(encode_fn, rows)
+      out = evaluate_sts(encode_fn, rows, name=task)
     else:
       out = _nli(predict_fn, lambda: rows, task)
   else:
-    raise ValueError(f"task {task!r}: {source.kind!r} is not an evaluation task; use sts:FILE, beir:DIR[:SPLIT], "
-                     "nli:FILE or a tfds: STS/NLI source")
-  return {"task": task, **out}
+    raise ValueError(f"task {task!r}: {source.kind!r} is not an evaluation task; use {TASK_SYNTAX}")
+  return _json_safe({"task": task, **out}, task)
 
 
 def _nli(predict_fn: PredictFn | None, read_records: Callable[[], list], task: str) -> dict:
   if predict_fn is None:
-    raise ValueError(f"task {task!r} is NLI: it needs a model with a classification head (predict_fn)")
+    raise ValueError(f"task {task!r} is NLI: it needs a model with a classification head (the NLI softmax "
+                     "head, trained with objectives.nli > 0); this model has none, so drop the task")
   return evaluate_nli_accuracy(predict_fn, read_records())
+
+
+def _json_safe(results: dict, task: str) -> dict:
+  """numpy scalars as Python numbers; a NaN or inf (invalid in JSON) raises, naming the task."""
+  out = {}
+  for key, value in results.items():
+    if isinstance(value, (np.integer, np.floating)):
+      value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ValueError(f"task {task!r}: {key} is {value}, not a finite number; check the data and the model")
+    out[key] = value
+  return out
+
+
+def check_tasks(tasks: Sequence[str], *, split: str | None = None, tfds_data_dir: str | None = None,
+                has_nli_head: bool | None = None) -> None:
+  """Checks each task string and that its files exist, reading no data (an STS header at most).
+
+  Raises a one-line ValueError or FileNotFoundError naming the task; training calls it before step 1.
+  `has_nli_head=False` also rejects `nli:` tasks up front (they need the trained softmax head).
+  """
+  from neuralir_jax import data  # Lazy, as in evaluate_task.
+
+  if isinstance(tasks, str):
+    raise TypeError(f"tasks must be a list of task strings, not the string {tasks!r}; write [{tasks!r}]")
+  for task in tasks:
+    source = data.parse_source(task)
+    if source.kind not in TASK_KINDS:
+      raise ValueError(f"task {task!r}: {source.kind!r} is not an evaluation task; use {TASK_SYNTAX}")
+    if source.kind == "nli" and has_nli_head is False:
+      raise ValueError(f"task {task!r} is NLI: it needs a model with a classification head (the NLI softmax "
+                       "head, trained with objectives.nli > 0); this model has none, so drop the task")
+    try:
+      if source.kind in ("sts", "nli"):
+        readers.check_file(source.path)
+      if source.kind == "sts":
+        readers.check_sts_header(source.path)
+      elif source.kind == "beir":
+        readers.beir_qrels_path(source.path, split or source.split or "test")
+        readers.find_file(source.path, "corpus.jsonl")
+        readers.find_file(source.path, "queries.jsonl")
+      elif source.kind == "tfds":
+        data.check_tfds_prepared(source, tfds_data_dir)
+    except (FileNotFoundError, ValueError) as e:
+      raise type(e)(f"eval task {task!r}: {e}") from None
+
+
+def evaluate_tasks(
+    encoder: TaskEncoder,
+    tasks: Sequence[str],
+    *,
+    split: str | None = None,
+    index: str = "exact",
+    index_dir: str | None = None,
+    scann_config: Mapping[str, Any] | None = None,
+    batch_size: int = 128,
+    exclude_self: bool = False,
+    show_progress: bool = False,
+    encode_cache: dict | None = None,
+    tfds_data_dir: str | None = None,
+) -> dict[str, dict]:
+  """Evaluates `encoder` on every task string; returns `{task: {metric: value, ...}}`, JSON-safe.
+
+  All tasks are checked (`check_tasks`) before anything is encoded. Texts are encoded with
+  `encoder.encode(texts, batch_size, show_progress)` across processes (each process its slice, all-gathered;
+  every process must call this with the same tasks) and memoised: a list of texts is encoded once per call,
+  or once across calls that pass the same `encode_cache` dict (one dict per encoder: e.g. exact search then
+  ScaNN in two calls). NLI tasks use `encoder.predict_nli` and need `encoder.nli_head`.
+  """
+  from neuralir_jax import distributed  # Lazy: jax multi-host utilities.
+
+  if index not in INDEXES:
+    raise ValueError(f"unknown index {index!r}; use one of {INDEXES}")
+  has_head = getattr(encoder, "nli_head", None) is not None
+  check_tasks(tasks, split=split, tfds_data_dir=tfds_data_dir, has_nli_head=has_head)
+  cache = {} if encode_cache is None else encode_cache
+  if cache.setdefault(_CACHE_OWNER, encoder) is not encoder:
+    raise ValueError("encode_cache holds the embeddings of another encoder; pass a new dict for each encoder")
+
+  def encode_local(texts: list[str]) -> np.ndarray:
+    return encoder.encode(texts, batch_size=batch_size, show_progress=show_progress)
+
+  encode_fn = memoized(lambda texts: distributed.encode_across_processes(encode_local, texts), cache)
+  predict_fn = encoder.predict_nli if has_head else None
+  return {task: evaluate_task(encode_fn, task, split=split, index=index, scann_config=scann_config,
+                              index_dir=index_dir, predict_fn=predict_fn, exclude_self=exclude_self,
+                              tfds_data_dir=tfds_data_dir)
+          for task in tasks}

@@ -1,20 +1,26 @@
-"""Readers of the local data files: NLI JSONL, STS TSV, triples (TSV or JSONL) and BEIR folders.
+r"""Readers of the local data files: NLI JSONL, STS TSV, triples (TSV or JSONL) and BEIR folders.
 
 Every reader returns plain Python values (lists and dicts of str/int/float), reads `.gz` files transparently
-and validates each row. A bad row (malformed JSON, missing field, unknown label, empty text, a qrels row that
-names an unknown document) raises `ValueError("FILE:LINE: what is wrong; what to change")`. With
+and validates each row. A bad row (malformed JSON, missing field, unknown label, empty text, a score that is
+not a finite number in range, a duplicate id, a qrels row that names an unknown document or contradicts an
+earlier row, bytes that are not UTF-8) raises `ValueError("FILE:LINE: what is wrong; what to change")`. With
 `skip_invalid=True` the bad rows are skipped instead, and their count is logged (and kept in `.skipped` of
-the returned `Rows`), so nothing is ever dropped silently.
+the returned `Rows`), so nothing is ever dropped silently. Problems of the whole file (missing, empty,
+corrupt gzip) raise a one-line `FileNotFoundError`/`ValueError` naming the file whatever `skip_invalid` says.
+
+Files are read as bytes and split on "\n" only, so a stray "\r" inside a field stays in it, "\r\n" endings
+work, a leading UTF-8 byte-order mark is dropped, and a TSV field may be of any length (fields are split on
+tabs, with no quoting: sentences hold stray quotes).
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
 import logging
+import math
 import os
+import zlib
 from typing import Any, Callable, Iterator
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -23,7 +29,14 @@ NLI_LABEL_IDS = {name: i for i, name in enumerate(NLI_LABELS)}
 # Column names of the STS formats: (sentence1, sentence2, score).
 STS_HEADERS = (("sentence1", "sentence2", "score"),                          # STS-B
                ("sentence_a", "sentence_b", "relatedness_score"))            # SICK
+# STS-B scores are 0..5 and SICK relatedness 1..5; the STS cosine loss divides the score by STS_MAX_SCORE.
+STS_MIN_SCORE, STS_MAX_SCORE = 0.0, 5.0
 TRIPLE_FIELDS = ("query", "positive", "negative")
+QRELS_FIELDS = ("query-id", "corpus-id", "score")
+_GZIP_MAGIC = b"\x1f\x8b"
+# strict=False: a raw "\r" or tab inside a JSON string is kept rather than rejected. One decoder for all
+# lines: json.loads(text, strict=False) would build a new one per line.
+_JSON = json.JSONDecoder(strict=False)
 
 
 class RowError(Exception):
@@ -35,13 +48,74 @@ class Rows(list):
   skipped: int = 0
 
 
-def open_text(path: str) -> io.TextIOBase:
-  """Opens a UTF-8 text file, gunzipping `*.gz`; a missing file names itself."""
+def one_line(error: BaseException) -> str:
+  """The exception's message on one line (library messages may span several)."""
+  return " ".join(str(error).split()) or type(error).__name__
+
+
+def relative_note(path: str) -> str:
+  """' (relative to the current directory CWD)' for a relative path, '' for an absolute one."""
+  return "" if os.path.isabs(path) else f" (relative to the current directory {os.getcwd()})"
+
+
+def not_found(path: str, what: str, hint: str) -> FileNotFoundError:
+  """`PATH: no such WHAT; HINT`, saying what a relative path is relative to."""
+  return FileNotFoundError(f"{path}: no such {what}{relative_note(path)}; {hint}")
+
+
+def check_file(path: str) -> None:
+  """Raises FileNotFoundError (or ValueError for a folder) unless `path` is a file."""
+  if os.path.isdir(path):
+    raise ValueError(f"{path}: is a folder, not a data file; name the file inside it")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such file; check the path in the data source.")
-  if path.endswith(".gz"):
-    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-  return open(path, encoding="utf-8", newline="")
+    raise not_found(path, "file", "check the path")
+
+
+def read_lines(path: str) -> Iterator[tuple[int, str | RowError]]:
+  """(line number, text without its line ending) for each line of a UTF-8 file, gunzipping `*.gz`.
+
+  A line that is not UTF-8 comes as a RowError (a row problem); an unreadable file, or a `.gz` that is
+  corrupt or truncated, raises ValueError naming the file.
+  """
+  check_file(path)
+  compressed = path.endswith(".gz")
+  try:
+    f = gzip.open(path, "rb") if compressed else open(path, "rb")
+  except OSError as e:
+    raise ValueError(f"{path}: cannot open the file ({one_line(e)}); check its permissions") from None
+  line = 0
+  with f:
+    while True:
+      try:
+        raw = f.readline()
+      except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError.
+        if compressed:
+          raise ValueError(f"{path}: not a valid gzip file (or truncated): {one_line(e)}, at line {line + 1}; "
+                           "download it again, or compress it again with gzip") from None
+        raise ValueError(f"{path}:{line + 1}: cannot read the file ({one_line(e)})") from None
+      if not raw:
+        return
+      line += 1
+      if line == 1 and not compressed and raw.startswith(_GZIP_MAGIC):
+        raise ValueError(f"{path}: the file is gzip-compressed but its name does not end in .gz; "
+                         "rename it to end in .gz")
+      yield line, _decode(raw, first=(line == 1))
+
+
+def _decode(raw: bytes, first: bool) -> str | RowError:
+  r"""One line's bytes -> text without "\n" / "\r\n" (and without the BOM on the first line)."""
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    column = len(raw[:e.start].decode("utf-8", "replace")) + 1
+    return RowError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {column}); re-save the file as UTF-8")
+  if first and text.startswith("\ufeff"):  # utf-8-sig: editors on Windows write a byte-order mark.
+    text = text[1:]
+  if text.endswith("\n"):
+    text = text[:-1]
+  if text.endswith("\r"):
+    text = text[:-1]
+  return text
 
 
 def find_file(directory: str, name: str) -> str:
@@ -50,14 +124,17 @@ def find_file(directory: str, name: str) -> str:
   if not os.path.isfile(path) and os.path.isfile(path + ".gz"):
     return path + ".gz"
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such file (nor {name}.gz); a BEIR folder needs corpus.jsonl, "
-                            "queries.jsonl and qrels/<split>.tsv.")
+    raise not_found(path, f"file (nor {name}.gz)",
+                    "a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
   return path
 
 
 def _collect(path: str, rows: Iterator[tuple[int, Any]], parse: Callable[[Any], Any | None],
              skip_invalid: bool) -> Rows:
-  """Parses (line, raw) pairs; bad rows raise `file:line: ...` or are counted when skip_invalid."""
+  """Parses (line, raw) pairs; bad rows raise `file:line: ...` or are counted when skip_invalid.
+
+  A file that yields no row at all raises: training and evaluation both need data.
+  """
   out = Rows()
   for line, raw in rows:
     try:
@@ -72,46 +149,66 @@ def _collect(path: str, rows: Iterator[tuple[int, Any]], parse: Callable[[Any], 
   if out.skipped:
     logging.warning("%s: skipped %d invalid rows (skip_invalid=True); %d rows kept.", path, out.skipped,
                     len(out))
+  if not out:
+    what = (f"all {out.skipped} rows are invalid and were skipped" if out.skipped
+            else "no data rows (the file is empty, or has only a header)")
+    raise ValueError(f"{path}: {what}; fill the file or point the data source at another one.")
   return out
 
 
 def _json_lines(path: str) -> Iterator[tuple[int, Any]]:
-  with open_text(path) as f:
-    for line, text in enumerate(f, 1):
-      if not text.strip():
-        continue
+  for line, text in read_lines(path):
+    if isinstance(text, str) and not text.strip():
+      continue
+    if isinstance(text, str):
       try:
-        yield line, json.loads(text)
+        text = _JSON.decode(text)
       except json.JSONDecodeError as e:
-        yield line, RowError(f"malformed JSON ({e.msg} at column {e.colno}); write one JSON object per line")
+        text = RowError(f"malformed JSON ({e.msg} at column {e.colno}); write one JSON object per line")
+    yield line, text
 
 
-def _tsv_lines(path: str, required: tuple[str, ...] | None = None) -> tuple[list[str], Iterator]:
-  """(header, iterator of (line, dict)); sentences may hold stray quotes, hence QUOTE_NONE."""
-  f = open_text(path)
-  reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-  header = next(reader, None)
-  if header is None:
-    f.close()
-    raise ValueError(f"{path}:1: empty file; expected a tab-separated header line.")
-  header = [h.strip() for h in header]
-  if required and not set(required) <= set(header):
-    f.close()
-    raise ValueError(f"{path}:1: header {header} lacks {sorted(set(required) - set(header))}; "
-                     f"the first line must name the columns {list(required)}, tab-separated.")
+def _tsv_lines(path: str, check_header: Callable[[list[str]], None]) -> tuple[list[str], Iterator]:
+  """(header, iterator of (line, dict or RowError)); `check_header` raises RowError for a wrong header."""
+  lines = read_lines(path)
+  _, first = next(lines, (0, None))
+  try:
+    if first is None:
+      raise RowError("empty file; expected a tab-separated header line")
+    if isinstance(first, RowError):
+      raise first
+    header = [h.strip() for h in first.split("\t")]
+    check_header(header)
+  except RowError as e:
+    lines.close()
+    raise ValueError(f"{path}:1: {e}.") from None
 
   def rows():
-    with f:
-      for fields in reader:
-        line = reader.line_num
-        if not fields or fields == [""]:
-          continue
+    for line, text in lines:
+      if isinstance(text, RowError):
+        yield line, text
+      elif text:
+        fields = text.split("\t")
         if len(fields) != len(header):
           yield line, RowError(f"{len(fields)} tab-separated fields, header has {len(header)}; "
                                "fix the tabs in this row")
         else:
           yield line, dict(zip(header, fields))
   return header, rows()
+
+
+def _shown(header: list[str], limit: int = 200) -> str:
+  """The header for a message, cut short: a data line mistaken for a header may be very long."""
+  text = repr(header)
+  return text if len(text) <= limit else text[:limit] + "...]"
+
+
+def _require(columns: tuple[str, ...]) -> Callable[[list[str]], None]:
+  def check(header):
+    if not set(columns) <= set(header):
+      raise RowError(f"header {_shown(header)} lacks {sorted(set(columns) - set(header))}; "
+                     f"the first line must name the columns {list(columns)}, tab-separated")
+  return check
 
 
 def _text(row: dict, key: str) -> str:
@@ -154,28 +251,50 @@ def read_nli(path: str, skip_invalid: bool = False) -> Rows:
   return _collect(path, _json_lines(path), _checked(parse), skip_invalid)
 
 
+def sts_score(text: str, name: str = "score") -> float:
+  """A gold STS score: a finite number in [STS_MIN_SCORE, STS_MAX_SCORE], else RowError."""
+  try:
+    score = float(text)
+  except ValueError:
+    raise RowError(f"{name} {text!r} is not a number") from None
+  if not math.isfinite(score):
+    raise RowError(f"{name} {text.strip()} is not finite; give a number in [0, 5]")
+  if not STS_MIN_SCORE <= score <= STS_MAX_SCORE:
+    raise RowError(f"{name} {text.strip()} is outside [0, 5] (STS-B scores 0..5, SICK 1..5; the STS loss "
+                   "divides by 5); rescale the scores to 0..5")
+  return score
+
+
+def _sts_columns(found: list[str]) -> Callable[[list[str]], None]:
+  """A header check that fills `found` with the (sentence1, sentence2, score) column names."""
+  def check(header):
+    found.extend(next((c for c in STS_HEADERS if set(c) <= set(header)), ()))
+    if not found:
+      raise RowError(f"header {_shown(header)} is neither STS-B ({'/'.join(STS_HEADERS[0])}) nor SICK "
+                     f"({'/'.join(STS_HEADERS[1])}); name the sentence and score columns so")
+  return check
+
+
+def check_sts_header(path: str) -> None:
+  """Reads only the header line of an STS file and raises `FILE:1: ...` unless it is STS-B or SICK."""
+  _, rows = _tsv_lines(path, _sts_columns([]))
+  rows.close()
+
+
 def read_sts(path: str, skip_invalid: bool = False) -> Rows:
-  """STS-B or SICK TSV (header decides) -> [{"sentence1": str, "sentence2": str, "score": float}]."""
-  with open_text(path) as f:
-    first = f.readline().rstrip("\r\n").split("\t")
-  for columns in STS_HEADERS:
-    if set(columns) <= {h.strip() for h in first}:
-      break
-  else:
-    raise ValueError(f"{path}:1: header {first} is neither STS-B ({'/'.join(STS_HEADERS[0])}) nor SICK "
-                     f"({'/'.join(STS_HEADERS[1])}); name the sentence and score columns so.")
+  """STS-B or SICK TSV (header decides) -> [{"sentence1": str, "sentence2": str, "score": float}].
+
+  Scores must be finite and in [0, 5] (STS-B is 0..5, SICK 1..5).
+  """
+  columns: list[str] = []
+  _, rows = _tsv_lines(path, _sts_columns(columns))
   s1, s2, score_key = columns
-  _, rows = _tsv_lines(path, columns)
 
   def parse(row):
     if isinstance(row, RowError):
       raise row
     a, b = _text(row, s1), _text(row, s2)
-    try:
-      score = float(row[score_key])
-    except ValueError:
-      raise RowError(f"{score_key} {row[score_key]!r} is not a number") from None
-    return {"sentence1": a, "sentence2": b, "score": score}
+    return {"sentence1": a, "sentence2": b, "score": sts_score(row[score_key], score_key)}
   return _collect(path, rows, parse, skip_invalid)
 
 
@@ -187,7 +306,7 @@ def read_triples(path: str, skip_invalid: bool = False) -> Rows:
     return {k: _text(row, k) for k in TRIPLE_FIELDS}
   if path.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
     return _collect(path, _json_lines(path), _checked(parse), skip_invalid)
-  _, rows = _tsv_lines(path, TRIPLE_FIELDS)
+  _, rows = _tsv_lines(path, _require(TRIPLE_FIELDS))
   return _collect(path, rows, parse, skip_invalid)
 
 
@@ -219,20 +338,35 @@ def read_beir_corpus(path: str, skip_invalid: bool = False) -> dict[str, str]:
 
 
 def read_beir_queries(path: str, skip_invalid: bool = False) -> dict[str, str]:
-  """queries.jsonl -> {query_id: text}."""
+  """queries.jsonl -> {query_id: text}; query ids must be unique."""
+  seen: set[str] = set()
+
   def parse(row):
     if "_id" not in row:
       raise RowError("missing field '_id'; every query line needs _id and text")
-    return str(row["_id"]), _text(row, "text")
+    qid = str(row["_id"])
+    if qid in seen:
+      raise RowError(f"duplicate query _id {qid!r}; query ids must be unique (remove or renumber this line)")
+    text = _text(row, "text")
+    seen.add(qid)
+    return qid, text
   return dict(_collect(path, _json_lines(path), _checked(parse), skip_invalid))
 
 
 def read_qrels(path: str, corpus: dict[str, str], queries: dict[str, str],
                skip_invalid: bool = False) -> dict[str, dict[str, int]]:
-  """qrels/<split>.tsv (query-id, corpus-id, score) -> {qid: {doc_id: relevance}}, ids checked."""
-  _, rows = _tsv_lines(path, ("query-id", "corpus-id", "score"))
+  """qrels/<split>.tsv (query-id, corpus-id, score) -> {qid: {doc_id: relevance}}, ids checked.
 
-  def parse(row):
+  A (query-id, corpus-id) pair given twice with different scores is a row error; repeated identical rows
+  are kept once and counted in a warning.
+  """
+  _, rows = _tsv_lines(path, _require(QRELS_FIELDS))
+  first_seen: dict[tuple[str, str], tuple[int, int]] = {}  # (qid, doc_id) -> (score, line)
+  repeated = 0
+
+  def parse(item):
+    nonlocal repeated
+    line, row = item
     if isinstance(row, RowError):
       raise row
     qid, doc_id = row["query-id"].strip(), row["corpus-id"].strip()
@@ -244,11 +378,35 @@ def read_qrels(path: str, corpus: dict[str, str], queries: dict[str, str],
       score = int(row["score"])
     except ValueError:
       raise RowError(f"score {row['score']!r} is not an integer relevance grade") from None
+    if (qid, doc_id) in first_seen:
+      earlier, earlier_line = first_seen[(qid, doc_id)]
+      if earlier != score:
+        raise RowError(f"conflicting qrels: query-id {qid!r}, corpus-id {doc_id!r} has score {score} here but "
+                       f"{earlier} on line {earlier_line}; keep one of the two rows")
+      repeated += 1
+      return None
+    first_seen[(qid, doc_id)] = score, line
     return qid, doc_id, score
   qrels: dict[str, dict[str, int]] = {}
-  for qid, doc_id, score in _collect(path, rows, parse, skip_invalid):
+  for qid, doc_id, score in _collect(path, ((line, (line, row)) for line, row in rows), parse, skip_invalid):
     qrels.setdefault(qid, {})[doc_id] = score
+  if repeated:
+    logging.warning("%s: %d rows repeat an earlier (query-id, corpus-id, score) row; each pair is kept once.",
+                    path, repeated)
   return qrels
+
+
+def beir_qrels_path(directory: str, split: str) -> str:
+  """`directory/qrels/<split>.tsv`, checked to exist (with the folder), without reading anything."""
+  if not os.path.isdir(directory):
+    raise not_found(directory, "BEIR folder", "it must hold corpus.jsonl, queries.jsonl and qrels/")
+  qrels_dir = os.path.join(directory, "qrels")
+  qrels_path = os.path.join(qrels_dir, f"{split}.tsv")
+  if not os.path.isfile(qrels_path):
+    have = sorted(f[:-4] for f in os.listdir(qrels_dir) if f.endswith(".tsv")) if os.path.isdir(qrels_dir) else []
+    raise FileNotFoundError(f"{qrels_path}: no qrels for split {split!r}; splits here: {have}"
+                            f"{relative_note(qrels_path)}.")
+  return qrels_path
 
 
 def load_beir(directory: str, split: str = "test", skip_invalid: bool = False
@@ -257,13 +415,7 @@ def load_beir(directory: str, split: str = "test", skip_invalid: bool = False
 
   Files may be gzipped (`corpus.jsonl.gz`). Queries are restricted to those with qrels in `split`.
   """
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"{directory}: no such BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
-  qrels_dir = os.path.join(directory, "qrels")
-  qrels_path = os.path.join(qrels_dir, f"{split}.tsv")
-  if not os.path.isfile(qrels_path):
-    have = sorted(f[:-4] for f in os.listdir(qrels_dir) if f.endswith(".tsv")) if os.path.isdir(qrels_dir) else []
-    raise FileNotFoundError(f"{qrels_path}: no qrels for split {split!r}; splits here: {have}.")
+  qrels_path = beir_qrels_path(directory, split)
   corpus = read_beir_corpus(find_file(directory, "corpus.jsonl"), skip_invalid)
   queries = read_beir_queries(find_file(directory, "queries.jsonl"), skip_invalid)
   qrels = read_qrels(qrels_path, corpus, queries, skip_invalid)

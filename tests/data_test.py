@@ -270,3 +270,6 @@ def test_iterator_errors(triplets, tokenizer):
     _iterator(triplets[:3], tokenizer)
   with pytest.raises(ValueError, match=r"records lack the text columns \['neutral'\]"):
     _iterator(triplets, tokenizer, columns=("anchor", "neutral"))
+  beir = [{"anchor": f"query {i}", "positive": f"document {i}"} for i in range(16)]  # No negatives.
+  with pytest.raises(ValueError, match=r"lack the text columns \['negative'\].*--config.infonce.hard_negatives=false"):
+    _iterator(beir, tokenizer)

@@ -73,7 +73,7 @@ def test_retrieval_excludes_query_own_id():
   table, corpus, queries, qrels = _topic_world()
   corpus["q0"] = "query 0"  # The query itself is in the corpus; it would rank first for q0.
   encoder = LookupEncoder(table)
-  out = evaluate.evaluate_retrieval(encoder, corpus, queries, qrels, k=5, return_run=True)
+  out = evaluate.evaluate_retrieval(encoder, corpus, queries, qrels, k=5, return_run=True, exclude_self=True)
   assert "q0" not in out["run"]["q0"] and len(out["run"]["q0"]) == 5
   assert out["mrr@10"] == pytest.approx(EXPECTED["mrr@10"])
   kept = evaluate.evaluate_retrieval(encoder, corpus, queries, qrels, k=5, exclude_self=False)
@@ -130,6 +130,16 @@ def test_sts_known_answer_and_unique_encoding():
   assert out["spearman"] == pytest.approx(1.0) and out["pearson"] < 0.99
   reversed_scores = [{**r, "score": -r["score"]} for r in records]
   assert evaluate.evaluate_sts(LookupEncoder(table), reversed_scores)["spearman"] == pytest.approx(-1.0)
+
+
+def test_sts_undefined_correlation_raises_instead_of_nan():
+  table, records = _sts_world()
+  constant_gold = [{**r, "score": 2.0} for r in records]
+  with pytest.raises(ValueError, match=r"^stsb.tsv: all 12 scores are equal; Spearman is undefined"):
+    evaluate.evaluate_sts(LookupEncoder(table), constant_gold, name="stsb.tsv")
+  same_vector = lambda texts: np.ones((len(texts), 3), np.float32)  # noqa: E731  Every cosine is 1.
+  with pytest.raises(ValueError, match=r"all 12 cosine similarities are equal; Spearman is undefined"):
+    evaluate.evaluate_sts(same_vector, records, name="stsb.tsv")
 
 
 def test_nli_accuracy():
