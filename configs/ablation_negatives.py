@@ -20,12 +20,7 @@ local run. The full variant starts from a pretrained MiniLM, where one epoch of 
 so it keeps examples equal ("examples", 1 epoch of the 550k pairs' ~275k triplets) as SimCSE/DPR do.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # noqa: E402
-import ml_collections  # noqa: E402
+from . import common
 
 
 def _setting(batch_size: int, negatives: str, hard_negatives: bool, learnable: bool) -> dict:
@@ -51,9 +46,8 @@ def full_settings() -> list[dict]:
 
 
 def get_config(arg=None):
-  if arg not in (None, "", "full"):
-    raise ValueError(f"configs/ablation_negatives.py:{arg}: unknown variant; use no arg (CPU) or ':full'.")
-  c = common.base_config()
+  common.check_variant("ablation_negatives.py", arg, ("full",))
+  c = common.ablation_base_config()
   c.data.train = "nli:data/nli/train_sample.jsonl.gz"
   c.data.view = "triplets"  # anchor = premise, positive = entailment, negative = contradiction.
   c.objectives.nli_softmax = 0.0
@@ -79,13 +73,10 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 1000  # Only the final step is saved (the last step always is).
   c.checkpoint.keep = 1
 
-  c.ablation = ablation = ml_collections.ConfigDict()
-  ablation.settings = cpu_settings()  # One dict per run: "name" (its subdirectory) + config keys to set.
-  ablation.eval_tasks = ("sts:data/sts/stsb_dev.tsv.gz", "beir:data/retrieval/cranfield")  # Exact search.
-  ablation.budget = "steps"  # "steps": num_steps per run; "examples": num_steps = examples_per_run // B.
-  ablation.examples_per_run = 0  # Examples per run when budget = "examples".
-  ablation.only = ""  # Comma-separated setting names to run ("" = all); results.csv lists the runs done.
-  ablation.num_cpu_devices = 8  # Fake CPU devices when JAX_NUM_CPU_DEVICES is unset (ignored on GPU/TPU).
+  ablation = c.ablation
+  ablation.settings = cpu_settings()
+  ablation.eval_tasks = ("sts:data/sts/stsb_dev.tsv.gz", "beir:data/retrieval/cranfield")
+  ablation.budget = "steps"  # Equal optimizer steps: from scratch, progress is bound by the updates.
 
   if arg == "full":
     c.model.init = "minilm"  # Packaged all-MiniLM-L6-v2 (or an HF dir such as bert-base-uncased).

@@ -1,12 +1,20 @@
-"""Defaults shared by every experiment config; each config imports this and changes a few fields.
-
-Every key listed here exists in every config, so `--config.KEY=VALUE` overrides work the same everywhere.
+"""The config schema: every key the code reads, its default and its meaning. Experiment configs call
+`base_config()` (`from . import common`) and change a few fields; no key is defined anywhere else, so
+`--config.KEY=VALUE` overrides work the same in every config and `config_lib.validate` checks them all.
 """
 
 import ml_collections
 
 
+def check_variant(config_file: str, arg: str | None, variants: tuple[str, ...] = ()) -> None:
+  """Refuses an unknown `FILE.py:ARG` variant, naming the ones the file has."""
+  if arg not in (None, "", *variants):
+    known = " or ".join(f"':{v}'" for v in variants)
+    raise ValueError(f"configs/{config_file}:{arg}: unknown variant; use no arg{' or ' + known if known else ''}.")
+
+
 def base_config() -> ml_collections.ConfigDict:
+  """Every training key with its default, locked: an experiment config changes values, it adds no keys."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # Seeds params init (random init), data order and dropout.
   c.num_steps = 100  # Optimizer steps; the last one is always checkpointed.
@@ -21,9 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.bert.vocab_size = 30522  # Must match the tokenizer's vocabulary.
   c.model.bert.hidden_size = 384  # Width.
   c.model.bert.num_hidden_layers = 6  # Depth.
-  c.model.bert.num_attention_heads = 12
+  c.model.bert.num_attention_heads = 12  # Must divide hidden_size.
   c.model.bert.intermediate_size = 1536  # MLP width.
-  c.model.bert.max_position_embeddings = 512
+  c.model.bert.max_position_embeddings = 512  # Longest input in tokens; data.max_length must fit.
   c.model.pooling = "mean"  # mean|cls|max, for random init and dirs without 1_Pooling/config.json.
   c.model.normalize = True  # L2-normalise embeddings (random init and dirs without modules.json).
   c.model.max_seq_length = 256  # Exported max_seq_length for random init (dirs bring their own).
@@ -32,11 +40,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.remat = False  # Recompute layer activations in the backward pass to save memory.
 
   c.data = ml_collections.ConfigDict()
-  c.data.train = "nli:data/nli/train_sample.jsonl.gz"  # Training source (see README, "Data sources").
+  # Training source (README, "Data sources"); file paths are relative to the directory the command runs in.
+  c.data.train = "nli:data/nli/train_sample.jsonl.gz"
   c.data.view = "nli_full"  # pairs | triplets | nli_full | duplicates: the columns the objectives read.
   c.data.max_length = 64  # Tokens per text; longer texts are truncated.
   c.data.buckets = ()  # Length buckets (e.g. (32, 64)); () pads every batch to max_length (one jit shape).
   c.data.tfds_data_dir = ""  # data_dir for tfds: sources ("" = TFDS default).
+  c.data.skip_invalid = False  # Skip (and count) invalid rows instead of failing, e.g. SNLI's "-" labels.
 
   c.objectives = ml_collections.ConfigDict()  # Objective name -> loss weight (0 = off).
   c.objectives.nli_softmax = 1.0  # Sentence-BERT softmax(W [u; v; |u-v|]) over E/N/C.
@@ -57,23 +67,41 @@ def base_config() -> ml_collections.ConfigDict:
   c.parallel.strategy = "pjit"  # pjit (jit over a Mesh, loss in shard_map) or pmap.
   c.parallel.fsdp = False  # pjit only: shard params and optimizer state over the data axis.
   c.grad_cache = ml_collections.ConfigDict()
-  c.grad_cache.chunk_size = 0  # Examples per GradCache chunk (global); 0 = off.
+  c.grad_cache.chunk_size = 0  # GradCache: examples PER DEVICE per chunk (divides the per-device batch); 0 = off.
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate = 2e-5  # Peak learning rate after warmup.
   c.optimizer.warmup_fraction = 0.1  # Fraction of num_steps with linear warmup, then linear decay to 0.
+  c.optimizer.warmup_steps = -1  # Warmup in steps; >= 0 overrides warmup_fraction.
   c.optimizer.weight_decay = 0.01  # AdamW decay; never applied to LayerNorm params or biases.
   c.optimizer.clip_norm = 1.0  # Global gradient-norm clipping (0 = off).
   c.optimizer.head_lr_multiplier = 1.0  # LR multiplier for the NLI head and learnable temperature.
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.999
+  c.optimizer.b1 = 0.9  # Adam first-moment decay.
+  c.optimizer.b2 = 0.999  # Adam second-moment decay.
+  c.optimizer.eps = 1e-6  # Adam denominator epsilon (transformers' AdamW default).
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 100  # Steps between Orbax checkpoints (saved asynchronously).
-  c.checkpoint.keep = 2  # Checkpoints kept.
+  c.checkpoint.keep = 2  # Latest checkpoints kept (>= 1; the final step is always saved).
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.every_steps = 0  # Steps between in-training evaluations (0 = only none during training).
+  c.eval.every_steps = 0  # Steps between in-training evaluations of eval.tasks (0 = none during training).
   c.eval.tasks = ()  # Task strings: sts:FILE.tsv[.gz], beir:DIR[:SPLIT], nli:FILE (softmax-head accuracy).
   c.eval.batch_size = 128  # Texts per encode batch.
+  c.eval.exclude_self = False  # BEIR ArguAna/Quora: drop a retrieved document whose id equals the query id.
+  return c.lock()
+
+
+def ablation_base_config() -> ml_collections.ConfigDict:
+  """base_config() plus the `ablation` block that `neuralir ablate` reads (training configs have none)."""
+  a = ml_collections.ConfigDict()
+  a.settings = []  # One dict per run: "name" (its subdirectory under the workdir) + config keys to set.
+  a.eval_tasks = ()  # Task strings evaluated after each run (exact search): sts:FILE, beir:DIR[:SPLIT].
+  a.budget = "steps"  # "steps": num_steps per run; "examples": num_steps = examples_per_run // batch_size.
+  a.examples_per_run = 0  # Examples per run when budget = "examples".
+  a.only = ""  # Comma-separated setting names to run ("" = all); results.csv lists the runs done.
+  a.num_cpu_devices = 8  # Fake CPU devices when JAX_NUM_CPU_DEVICES is unset (ignored on GPU/TPU).
+  c = base_config()
+  with c.unlocked():  # Locked again on exit, the new block included.
+    c.ablation = a
   return c

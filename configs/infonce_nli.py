@@ -7,14 +7,11 @@ contradiction as hard negative), negatives shared across all devices, global bat
 With global negatives each query scores against 2 x 512 - 1 = 1,023 candidates.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # noqa: E402
+from . import common
 
 
 def get_config(arg=None):
+  common.check_variant("infonce_nli.py", arg, ("runlocal",))
   c = common.base_config()
   c.model.init = "bert-base-uncased"  # An HF directory (SimCSE starts from bert-base-uncased).
   c.model.pooling = "cls"

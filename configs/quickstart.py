@@ -6,15 +6,11 @@ global negatives and hard negatives), on 8 virtual CPU devices, in a few minutes
 `make quickstart` runs it between a before and an after evaluation.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # noqa: E402
+from . import common
 
 
 def get_config(arg=None):
-  del arg
+  common.check_variant("quickstart.py", arg)
   c = common.base_config()
   c.num_steps = 24  # x 64 = 1,536 NLI premises, each with its E/N/C hypotheses: ~4 minutes on 2 cores.
   c.batch_size = 64  # 8 per virtual device; InfoNCE sees 2 x 64 - 1 = 127 negatives per query.

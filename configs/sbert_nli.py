@@ -7,14 +7,11 @@ lr 2e-5, 10% warmup, mean pooling, 1 epoch.
 `model.init` must point at a bert-base-uncased directory (HF layout) for the full recipe.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # noqa: E402
+from . import common
 
 
 def get_config(arg=None):
+  common.check_variant("sbert_nli.py", arg, ("runlocal",))
   c = common.base_config()
   c.model.init = "bert-base-uncased"  # An HF directory of bert-base-uncased (downloaded beforehand).
   c.data.train = "tfds:snli:train"  # SNLI (550k pairs); add MultiNLI by concatenating: see README.

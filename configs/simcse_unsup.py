@@ -8,14 +8,11 @@ The "duplicates" view yields anchor == positive; both rows go through the encode
 dropout masks differ. Dropout must be on (model.dropout_rate > 0) or the task is trivial.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # noqa: E402
+from . import common
 
 
 def get_config(arg=None):
+  common.check_variant("simcse_unsup.py", arg, ("runlocal",))
   c = common.base_config()
   c.model.init = "bert-base-uncased"  # An HF directory (SimCSE starts from bert-base-uncased).
   c.model.pooling = "cls"

@@ -5,15 +5,11 @@
 Used by the tests; the same objectives and parallelism as the full configs, only smaller.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # noqa: E402
+from . import common
 
 
 def get_config(arg=None):
-  del arg
+  common.check_variant("tiny.py", arg)
   c = common.base_config()
   c.num_steps = 20
   c.batch_size = 16

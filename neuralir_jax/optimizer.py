@@ -15,11 +15,10 @@ import optax
 
 
 def warmup_steps_of(opt_config: ml_collections.ConfigDict, num_steps: int) -> int:
-  """`warmup_steps` when set (>= 0), else `warmup_fraction * num_steps` (0 when neither is set)."""
-  steps = opt_config.get("warmup_steps", None)
-  if steps is not None and steps >= 0:
-    return int(steps)
-  return int(round(float(opt_config.get("warmup_fraction", 0.0) or 0.0) * num_steps))
+  """`warmup_steps` when >= 0, else `warmup_fraction * num_steps`, rounded."""
+  if opt_config.warmup_steps >= 0:
+    return int(opt_config.warmup_steps)
+  return int(round(float(opt_config.warmup_fraction) * num_steps))
 
 
 def linear_warmup_decay(learning_rate: float, warmup_steps: int, num_steps: int) -> optax.Schedule:
@@ -50,18 +49,15 @@ def decay_mask(params: Any) -> Any:
 
 def make_optimizer(opt_config: ml_collections.ConfigDict,
                    num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(tx, schedule) from config.optimizer: learning_rate, warmup_steps | warmup_fraction, weight_decay,
-  clip_norm (<= 0: off), b1, b2, eps."""
+  """(tx, schedule) from config.optimizer (keys and meanings in configs/common.py); clip_norm 0 is off."""
   schedule = linear_warmup_decay(float(opt_config.learning_rate), warmup_steps_of(opt_config, num_steps),
                                  num_steps)
   parts = []
-  clip_norm = float(opt_config.get("clip_norm", 1.0) or 0.0)
-  if clip_norm > 0:
-    parts.append(optax.clip_by_global_norm(clip_norm))
-  parts.append(optax.adamw(schedule, b1=float(opt_config.get("b1", 0.9)), b2=float(opt_config.get("b2", 0.999)),
-                           eps=float(opt_config.get("eps", 1e-6)),
-                           weight_decay=float(opt_config.get("weight_decay", 0.01)), mask=decay_mask))
-  multiplier = float(opt_config.get("head_lr_multiplier", 1.0))
+  if opt_config.clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(float(opt_config.clip_norm)))
+  parts.append(optax.adamw(schedule, b1=float(opt_config.b1), b2=float(opt_config.b2), eps=float(opt_config.eps),
+                           weight_decay=float(opt_config.weight_decay), mask=decay_mask))
+  multiplier = float(opt_config.head_lr_multiplier)
   if multiplier != 1.0:
     # Fresh params (the NLI head, the learnable temperature) next to a pretrained encoder need a larger
     # step than the encoder's fine-tuning rate to learn anything in a short run.

@@ -36,7 +36,12 @@ class Tokenizer:
           "(transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir)).")
     self.path = path
     self.files = _tokenizer_files(path)
-    self._tok = tokenizers.Tokenizer.from_file(file)
+    try:
+      self._tok = tokenizers.Tokenizer.from_file(file)
+    except Exception as e:  # tokenizers raises a bare Exception for truncated or invalid JSON.
+      reason = (str(e).splitlines() or [type(e).__name__])[0]
+      raise ValueError(f"{file}: cannot be read as a fast tokenizer ({reason}); copy it from the original "
+                       "model directory again.") from None
     self._tok.no_padding()
     self._tok.no_truncation()
     self.max_length = max_length

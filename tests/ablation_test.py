@@ -125,7 +125,7 @@ def test_only_filters_and_rejects_unknown_names():
 
 def test_settings_override_from_the_command_line():
   c = config_lib.load_config(CONFIG)
-  config_lib.apply_overrides(c, ['--config.ablation.settings=[{"name": "x", "batch_size": 8}]'])
+  c = config_lib.apply_overrides(c, ['--config.ablation.settings=[{"name": "x", "batch_size": 8}]'])
   (setting,) = ablation.settings_of(c, 8)
   assert setting.name == "x" and setting.config.batch_size == 8
 

@@ -195,3 +195,33 @@ def test_pooling_and_max_length_rules(small_dir):
   config, _, _ = hf_io.load_hf_directory(out)
   assert (config.pooling, config.normalize) == ("mean", False)
   assert config.max_seq_length == 128  # tokenizer_config says 512; max_position_embeddings is 128.
+
+
+def test_truncated_safetensors_is_one_line_naming_the_file(small_dir):
+  out, _, _ = small_dir
+  file = os.path.join(out, "model.safetensors")
+  with open(file, "r+b") as f:
+    f.truncate(os.path.getsize(file) // 2)
+  with pytest.raises(hf_io.ModelDirectoryError) as e:
+    hf_io.load_hf_directory(out)
+  assert str(e.value).startswith(f"{file}: cannot be read as safetensors") and "\n" not in str(e.value)
+
+
+def test_export_refuses_foreign_directories_and_files(small_dir, tmp_path, minilm_path):
+  out, config, params = small_dir
+  tokenizer = tokenization.Tokenizer(minilm_path, 64)
+  with open(os.path.join(out, hf_io.EXPORT_MARKER)) as f:
+    assert json.load(f)["source"] is None
+  hf_io.save_hf_directory(out, config, params, tokenizer, source="w", step=3)  # Our own export: replaced.
+  with open(os.path.join(out, hf_io.EXPORT_MARKER)) as f:
+    assert json.load(f)["step"] == 3
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "notes.txt").write_text("keep me")
+  with pytest.raises(FileExistsError, match=r"foreign: not empty and not a previous export"):
+    hf_io.save_hf_directory(str(foreign), config, params, tokenizer)
+  assert sorted(os.listdir(foreign)) == ["notes.txt"]
+  hf_io.save_hf_directory(str(foreign), config, params, tokenizer, overwrite=True)
+  assert (foreign / "notes.txt").read_text() == "keep me" and (foreign / "model.safetensors").is_file()
+  with pytest.raises(NotADirectoryError, match=r"notes\.txt: is a file"):
+    hf_io.save_hf_directory(str(foreign / "notes.txt"), config, params, tokenizer)

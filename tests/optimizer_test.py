@@ -1,32 +1,37 @@
 """AdamW schedule, weight-decay mask on the real parameter tree, and gradient clipping."""
 
+import os
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
-from neuralir_jax import optimizer, steps
+from neuralir_jax import bi_encoder, config_lib, optimizer
 from train_helpers import tiny_config
+
+TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.py")
 
 
 def _opt(**kw):
+  """config.optimizer of the schema (configs/common.py via configs/tiny.py) with `kw` set."""
   base = dict(learning_rate=1.0, warmup_steps=2, weight_decay=0.1, clip_norm=1.0, b1=0.9, b2=0.999)
   base.update(kw)
-  return ml_collections.ConfigDict(base)
+  config = config_lib.load_config(TINY)
+  return config_lib.apply_overrides(config, [f"optimizer.{k}={v!r}" for k, v in base.items()], TINY).optimizer
 
 
 def test_schedule_linear_warmup_then_decay():
   _, schedule = optimizer.make_optimizer(_opt(), num_steps=10)
   np.testing.assert_allclose([schedule(s) for s in (0, 1, 2, 6, 10)], [0, 0.5, 1, 0.5, 0], atol=1e-6)
-  _, schedule = optimizer.make_optimizer(_opt(warmup_steps=None, warmup_fraction=0.2), num_steps=10)
+  _, schedule = optimizer.make_optimizer(_opt(warmup_steps=-1, warmup_fraction=0.2), num_steps=10)
   np.testing.assert_allclose([schedule(s) for s in (1, 2, 6)], [0.5, 1, 0.5], atol=1e-6)
   _, schedule = optimizer.make_optimizer(_opt(warmup_steps=0), num_steps=4)
   np.testing.assert_allclose([schedule(s) for s in (0, 2, 4)], [1, 0.5, 0], atol=1e-6)
 
 
 def test_decay_mask_on_real_param_paths():
-  params = steps.init_params(tiny_config(), jax.random.PRNGKey(0))
+  params = bi_encoder.BiEncoder(tiny_config()).init_params(jax.random.PRNGKey(0))
   mask = optimizer.decay_mask(params)
   bert = mask["encoder"]["bert"]
   assert bert["word_embeddings"]["embedding"] is True
@@ -62,15 +67,12 @@ def test_global_norm_clipping():
 
 
 def test_head_lr_multiplier_scales_only_non_encoder_updates():
-  import jax.numpy as jnp
-  import ml_collections
-  from neuralir_jax import optimizer as opt
   params = {"encoder": {"w": jnp.ones((2, 2))}, "heads": {"nli": {"kernel": jnp.ones((2, 3))}},
             "log_temperature": jnp.zeros(())}
   grads = jax.tree.map(jnp.ones_like, params)
-  base = dict(learning_rate=1e-2, warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0)
-  plain_tx, _ = opt.make_optimizer(ml_collections.ConfigDict(base), 10)
-  fast_tx, _ = opt.make_optimizer(ml_collections.ConfigDict(dict(base, head_lr_multiplier=100.0)), 10)
+  base = dict(learning_rate=1e-2, warmup_steps=-1, warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0)
+  plain_tx, _ = optimizer.make_optimizer(_opt(**base), 10)
+  fast_tx, _ = optimizer.make_optimizer(_opt(**base, head_lr_multiplier=100.0), 10)
   plain, _ = plain_tx.update(grads, plain_tx.init(params), params)
   fast, _ = fast_tx.update(grads, fast_tx.init(params), params)
   np.testing.assert_allclose(fast["encoder"]["w"], plain["encoder"]["w"])
