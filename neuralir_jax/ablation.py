@@ -34,15 +34,13 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
-from neuralir_jax import config_lib
+from neuralir_jax import config_lib, evaluate
 
 BUDGETS = ("steps", "examples")
 NEGATIVES = ("global", "local")
 # The four axes every ablation grid should turn (see `grid_axes`).
 AXES = ("batch_size", "negatives", "infonce.hard_negatives", "infonce.learnable_temperature")
-TASK_METRICS = {"sts": ("spearman", "pearson"),
-                "beir": ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map")}
-PRIMARY_METRIC = {"sts": "spearman", "beir": "ndcg@10"}
+TASK_METRICS = {"sts": evaluate.STS_METRICS, "beir": evaluate.RETRIEVAL_METRICS}
 SETTING_COLUMNS = ("name", "batch_size", "negatives", "hard_negatives", "learnable_temperature",
                    "negatives_per_query")
 RUN_COLUMNS = ("num_steps", "examples", "final_loss", "final_temperature", "logged_negatives_per_query",
@@ -100,7 +98,7 @@ def _setting_config(base: ml_collections.ConfigDict, setting: Mapping[str, Any],
     if key == "name":
       continue
     try:
-      config_lib.apply_overrides(config, [f"{key}={_override_text(value)}"], source=where)
+      config = config_lib.apply_overrides(config, [f"{key}={_override_text(value)}"], source=where)
       ok = _same_type(_get(base, key), _get(config, key))
     except (KeyError, ValueError) as e:
       raise type(e)(f"{where}: {e.args[0] if e.args else e}") from None
@@ -127,13 +125,13 @@ def settings_of(config: ml_collections.ConfigDict, num_devices: int | None = Non
   if "ablation" not in config:
     raise KeyError("config has no 'ablation' block: use configs/ablation_negatives.py or add ablation.settings.")
   abl = config.ablation
-  budget = abl.get("budget", "steps")
+  budget = abl.budget
   if budget not in BUDGETS:
     raise ValueError(f"ablation.budget={budget!r}: use one of {BUDGETS}.")
-  examples_per_run = int(abl.get("examples_per_run", 0))
+  examples_per_run = int(abl.examples_per_run)
   if budget == "examples" and examples_per_run < 1:
     raise ValueError("ablation.budget='examples' needs ablation.examples_per_run > 0.")
-  if not isinstance(abl.get("settings"), (list, tuple)) or not abl.settings:
+  if not isinstance(abl.settings, (list, tuple)) or not abl.settings:
     raise ValueError("ablation.settings must be a non-empty list of dicts, each with a 'name'.")
   base = ml_collections.ConfigDict(config.to_dict())
   del base["ablation"]
@@ -155,7 +153,7 @@ def settings_of(config: ml_collections.ConfigDict, num_devices: int | None = Non
       raise ValueError(f"{where} ({name}): batch_size={run_config.batch_size} is not divisible by the "
                        f"{num_devices} devices; use a multiple of {num_devices}.")
     out.append(Setting(name, run_config))
-  only = [n.strip() for n in str(abl.get("only", "")).split(",") if n.strip()]
+  only = [n.strip() for n in str(abl.only).split(",") if n.strip()]
   unknown = sorted(set(only) - seen)
   if unknown:
     raise ValueError(f"ablation.only names {unknown}, which are not settings; pick from {sorted(seen)}.")
@@ -192,7 +190,7 @@ def metric_columns(eval_tasks: Sequence[str]) -> list[str]:
 
 
 def primary_metric_columns(eval_tasks: Sequence[str]) -> list[str]:
-  return [f"{task_label(t)}/{PRIMARY_METRIC[task_kind(t)]}" for t in eval_tasks]
+  return [f"{task_label(t)}/{evaluate.PRIMARY_METRIC[task_kind(t)]}" for t in eval_tasks]
 
 
 # --- Running ------------------------------------------------------------------------------------------
@@ -212,13 +210,10 @@ def _last_logged(workdir: str) -> dict:
 
 
 def _evaluate(workdir: str, eval_tasks: Sequence[str], batch_size: int) -> dict[str, float]:
-  from neuralir_jax import evaluate, train
-  encoder = train.load_workdir_encoder(workdir)
-  out = {}
-  for task in eval_tasks:
-    results = evaluate.evaluate_task(lambda t: encoder.encode(t, batch_size=batch_size), task, index="exact")
-    out.update({f"{task_label(task)}/{m}": float(results[m]) for m in TASK_METRICS[task_kind(task)]})
-  return out
+  from neuralir_jax import encoder as encoder_lib
+  results = evaluate.evaluate_tasks(encoder_lib.load_encoder(workdir), eval_tasks, batch_size=batch_size)
+  return {f"{task_label(task)}/{m}": float(results[task][m]) for task in eval_tasks
+          for m in TASK_METRICS[task_kind(task)]}
 
 
 def _comparable(config: ml_collections.ConfigDict) -> dict:
@@ -298,10 +293,9 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 
 
 def run_from_cli(config_spec: str, workdir: str, overrides: Sequence[str]) -> list[dict]:
-  config = config_lib.load_config(config_spec)
-  config_lib.apply_overrides(config, overrides, source=config_spec)
+  config = config_lib.apply_overrides(config_lib.load_config(config_spec), overrides, source=config_spec)
   if "ablation" in config and not os.environ.get("JAX_NUM_CPU_DEVICES"):
-    num_cpu = int(config.ablation.get("num_cpu_devices", 0))
+    num_cpu = int(config.ablation.num_cpu_devices)
     if num_cpu:
       import jax
       try:

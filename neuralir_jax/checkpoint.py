@@ -1,6 +1,6 @@
 """Orbax checkpoints of a training workdir: train state, data-iterator position and config, per step.
 
-Layout: `WORKDIR/checkpoints/<step>/{state, data, config}`. The state is saved asynchronously with
+Layout: `WORKDIR/checkpoints/<step>/{state, data, config}` (WORKDIR local or wherever Orbax writes, e.g. gs://). The state is saved asynchronously with
 `StandardSave` (each host writes its own shards); the data-iterator state and the config are JSON. A
 restore takes an abstract target with the *current* shardings, so a run saved on 8 devices resumes on 1.
 """
@@ -12,12 +12,24 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+CHECKPOINTS = "checkpoints"
 
 
-def manager(workdir: str, keep: int = 2, async_save: bool = True) -> ocp.CheckpointManager:
+def directory(workdir: str) -> epath.Path:
+  """WORKDIR/checkpoints, absolute (Orbax needs it) when local."""
+  workdir = str(workdir)
+  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir)) / CHECKPOINTS
+
+
+def manager(workdir: str, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
+  """Keeps the `keep` (>= 1) latest checkpoints; the final one is always among them."""
+  if keep < 1:
+    raise ValueError(f"checkpoint.keep={keep} would delete every checkpoint: set it to 1 or more.")
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+  return ocp.CheckpointManager(directory(workdir), options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_state: dict, config: dict) -> None:
@@ -39,11 +51,16 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tupl
   return restored.state, restored.data
 
 
+def restore_config(mngr: ocp.CheckpointManager, step: int) -> dict:
+  """The training config saved with checkpoint `step`."""
+  return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+
+
 def restore_params_and_config(workdir: str, step: int | None = None) -> tuple[dict, dict, int]:
   """(params, config dict, step) of a workdir's checkpoint, on the default device: for export/eval."""
   handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
               "config": ocp.JsonCheckpointHandler()}
-  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), item_handlers=handlers)
+  mngr = ocp.CheckpointManager(directory(workdir), item_handlers=handlers)
   steps = mngr.all_steps()
   if not steps:
     raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint: train first, or pass a model directory.")

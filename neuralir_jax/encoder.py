@@ -3,8 +3,9 @@
 Texts are sorted by token length (longest first, as sentence-transformers does), tokenised with truncation
 to the model's max length, padded to a length bucket and the batch padded to a fixed number of rows, so one
 `encode` call compiles a handful of shapes whatever the texts. The batch axis is sharded over all local
-devices (a 1-D "data" mesh) with replicated params. `load_encoder` reads a Hugging Face /
-sentence-transformers directory (or, through `neuralir_jax.train`, a training workdir).
+devices (a 1-D "data" mesh) with replicated params. An encoder trained with the NLI softmax objective
+carries its head (`nli_head`, `predict_nli`). `load_encoder` reads a Hugging Face / sentence-transformers
+directory or a training workdir (through `workdir.read`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from neuralir_jax import hf_io
+from neuralir_jax import hf_io, losses, tokenization, workdir
 from neuralir_jax import model as model_lib
-from neuralir_jax import tokenization
 
 EmbedFn = Callable[[Any, jax.Array, jax.Array], jax.Array]  # (params, ids_BxL, mask_BxL) -> emb_BxD.
 # Finer than tokenization.DEFAULT_BUCKETS: short texts dominate most corpora, and padding a batch whose
@@ -33,12 +33,19 @@ _IN_FLIGHT = 3  # Batches dispatched ahead of the host copy; overlaps tokenisati
 
 
 class Encoder:
-  """A sentence encoder: EncoderConfig + params (replicated on the local devices) + Tokenizer."""
+  """A sentence encoder: EncoderConfig + params (replicated on the local devices) + Tokenizer.
+
+  nli_head: the Sentence-BERT softmax classifier's params ({'kernel', 'bias'}) when the encoder was trained
+  with it (None otherwise); step: the training step of a workdir checkpoint (None for a model directory).
+  """
 
   def __init__(self, config: model_lib.EncoderConfig, params: dict, tokenizer: tokenization.Tokenizer,
                dtype: Any = jnp.float32, devices: Sequence[jax.Device] | None = None,
-               buckets: Sequence[int] = ENCODE_BUCKETS):
+               buckets: Sequence[int] = ENCODE_BUCKETS, nli_head: dict | None = None,
+               step: int | None = None):
     self.config = config
+    self.nli_head = None if nli_head is None else jax.device_get(nli_head)
+    self.step = step
     self.tokenizer = tokenizer
     self.dtype = dtype
     self.buckets = tuple(buckets)
@@ -124,9 +131,17 @@ class Encoder:
     out[order] = np.concatenate(done)
     return out[0] if single else out
 
-  def save_pretrained(self, output_dir: str) -> None:
+  def predict_nli(self, premises: Sequence[str], hypotheses: Sequence[str], batch_size: int = 128) -> np.ndarray:
+    """NLI logits [n, 3] (entailment, neutral, contradiction) from the trained softmax head."""
+    if self.nli_head is None:
+      raise ValueError("this encoder has no NLI head: train with objectives.nli_softmax > 0 to get one.")
+    u = self.encode(list(premises), batch_size=batch_size)
+    v = self.encode(list(hypotheses), batch_size=batch_size)
+    return np.asarray(losses.nli_logits(self.nli_head, jnp.asarray(u), jnp.asarray(v)))
+
+  def save_pretrained(self, output_dir: str, overwrite: bool = False) -> None:
     """Writes a HF + sentence-transformers directory (see hf_io.save_hf_directory)."""
-    hf_io.save_hf_directory(output_dir, self.config, self.params, self.tokenizer)
+    hf_io.save_hf_directory(output_dir, self.config, self.params, self.tokenizer, overwrite=overwrite)
 
   def __repr__(self) -> str:
     bert = self.config.bert
@@ -163,20 +178,12 @@ def load_encoder(path: str, dtype: Any = jnp.float32, step: int | None = None) -
   """Encoder from a HF / sentence-transformers directory, or from a training workdir (has checkpoints/;
   its latest checkpoint, or `step`)."""
   path = os.fspath(path)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    return _load_workdir(path, dtype, step)
+  if workdir.is_workdir(path):
+    trained = workdir.read(path, step)
+    config = model_lib.encoder_config(trained.config["model"])
+    return Encoder(config, trained.params["encoder"], tokenization.Tokenizer(trained.tokenizer_dir),
+                   dtype=dtype, nli_head=trained.params.get("heads", {}).get("nli"), step=trained.step)
   if step is not None:
     raise ValueError(f"{path} is a model directory, not a training workdir: drop --step.")
   config, params, tokenizer = hf_io.load_hf_directory(path)
   return Encoder(config, params, tokenizer, dtype=dtype)
-
-
-def _load_workdir(path: str, dtype: Any, step: int | None) -> Encoder:
-  """The encoder of a training workdir's checkpoint (see neuralir_jax.train)."""
-  from neuralir_jax import train  # pylint: disable=import-outside-toplevel  (train imports this module)
-  encoder = train.load_workdir_encoder(path, step)
-  if jnp.dtype(dtype) != jnp.dtype(encoder.dtype):
-    head = encoder.nli_head
-    encoder = Encoder(encoder.config, encoder.params, encoder.tokenizer, dtype=dtype)
-    encoder.nli_head = head
-  return encoder

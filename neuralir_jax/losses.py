@@ -2,9 +2,13 @@
 
 Sentence-BERT's NLI softmax head (`softmax(W [u; v; |u - v|])`), STS cosine regression, the Euclidean
 triplet loss, and InfoNCE / multiple-negatives ranking with optional hard negatives, false-negative masking
-by text hash and a fixed or learnable temperature. Every function here sees one device's tensors; the
-cross-device candidate gather lives in `sharding.py`. Losses are means over the local batch so that the
-`pmean` of per-device losses equals the loss of the global batch.
+by text hash and a fixed or learnable temperature. Losses are means over the local batch so that the `pmean` of
+per-device losses equals the loss of the global batch.
+
+The cross-device contrastive loss (`contrastive_loss`) runs per device inside `jax.shard_map` or `jax.pmap`:
+queries stay local, candidates (positives, then hard negatives) are all-gathered over the mesh axis, and the
+labels are offset by `axis_index * local_batch`. Hard negatives keep their query's order through the gather,
+so query g's j-th negative sits at column `global_batch + g * k + j` on every device.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from neuralir_jax import config_lib
 
 NUM_NLI_CLASSES = 3  # 0 entailment, 1 neutral, 2 contradiction.
 MIN_TEMPERATURE = 0.01  # Learnable temperatures are clipped so that 1 / tau <= 100 (as CLIP does).
@@ -91,3 +97,63 @@ def infonce(q_BxD: jax.Array, cand_CxD: jax.Array, labels_B: jax.Array,
   logits_BxC = infonce_logits(q_BxD, cand_CxD, temperature, mask_BxC)
   log_probs_BxC = jax.nn.log_softmax(logits_BxC, axis=-1)
   return -jnp.mean(jnp.take_along_axis(log_probs_BxC, labels_B[:, None], axis=-1)[:, 0])
+
+
+# --- Cross-device InfoNCE ---------------------------------------------------------------------------
+
+
+def _gather_fn(axis_name: str | None, negatives: str):
+  if negatives not in config_lib.NEGATIVES:
+    raise ValueError(f"negatives={negatives!r}: use one of {config_lib.NEGATIVES}.")
+  if axis_name is None or negatives == "local":
+    return (lambda x: x), (lambda b: 0)
+  return ((lambda x: jax.lax.all_gather(x, axis_name, tiled=True)),
+          (lambda b: jax.lax.axis_index(axis_name) * b))
+
+
+def gather_candidates(pos_bxD: jax.Array, neg_bxKxD: jax.Array | None = None,
+                      pos_hash_b: jax.Array | None = None, neg_hash_bxK: jax.Array | None = None, *,
+                      axis_name: str | None = None, negatives: str = "global"):
+  """Candidates [positives (B); hard negatives (B * k)] visible to this device, labels_b, hashes_C.
+
+  With negatives="global" B is the global batch (gathered over axis_name) and labels are offset by
+  axis_index * b; with "local" (or axis_name None) every array stays this device's own.
+  """
+  gather, offset = _gather_fn(axis_name, negatives)
+  b, dim = pos_bxD.shape
+  cands, hashes = [gather(pos_bxD)], [gather(pos_hash_b)] if pos_hash_b is not None else None
+  if neg_bxKxD is not None:
+    cands.append(gather(neg_bxKxD).reshape(-1, dim))  # Row-major: query g's j-th negative at g * k + j.
+    if hashes is not None:
+      hashes.append(gather(neg_hash_bxK).reshape(-1))
+  cand_CxD = jnp.concatenate(cands, axis=0)
+  hash_C = None if hashes is None else jnp.concatenate(hashes, axis=0)
+  labels_b = offset(b) + jnp.arange(b)
+  return cand_CxD, labels_b, hash_C
+
+
+def contrastive_loss(q_bxD: jax.Array, pos_bxD: jax.Array, neg_bxKxD: jax.Array | None = None, *,
+                     temperature: jax.Array | float = 0.05, axis_name: str | None = None,
+                     negatives: str = "global", symmetric: bool = False,
+                     q_hash_b: jax.Array | None = None, pos_hash_b: jax.Array | None = None,
+                     neg_hash_bxK: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """InfoNCE of this device's queries against local or gathered candidates -> (loss, negatives per query).
+
+  The loss is this device's mean; `pmean` it over axis_name for the global-batch loss. Hashes (optional)
+  mask candidates whose text equals the query's positive (symmetric term: queries equal to the positive's
+  query). Negatives per query: candidates - 1 - masked, e.g. global_B * (1 + k) - 1 with nothing masked.
+  """
+  if (neg_bxKxD is None) != (neg_hash_bxK is None) and pos_hash_b is not None:
+    raise ValueError("pass neg_hash_bxK with neg_bxKxD (or no hashes at all).")
+  cand_CxD, labels_b, hash_C = gather_candidates(pos_bxD, neg_bxKxD, pos_hash_b, neg_hash_bxK,
+                                                 axis_name=axis_name, negatives=negatives)
+  mask_bxC = None if hash_C is None else false_negative_mask(pos_hash_b, hash_C, labels_b)
+  loss = infonce(q_bxD, cand_CxD, labels_b, temperature, mask_bxC)
+  masked = 0.0 if mask_bxC is None else jnp.mean(mask_bxC.sum(-1).astype(jnp.float32))
+  negatives_per_query = jnp.float32(cand_CxD.shape[0] - 1) - masked
+  if symmetric:
+    q_all_QxD, labels_b, q_hash_Q = gather_candidates(q_bxD, None, q_hash_b, None,
+                                                      axis_name=axis_name, negatives=negatives)
+    mask_bxQ = None if q_hash_Q is None else false_negative_mask(q_hash_b, q_hash_Q, labels_b)
+    loss = 0.5 * (loss + infonce(pos_bxD, q_all_QxD, labels_b, temperature, mask_bxQ))
+  return loss, negatives_per_query

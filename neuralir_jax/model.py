@@ -8,7 +8,7 @@ tree mirrors Hugging Face names closely so that `hf_io.py` maps it one-to-one.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -180,6 +180,17 @@ def pool(hidden_BxLxD, mask_BxL, mode: str):
   if mode == "max":
     return jnp.where(mask > 0, hidden_BxLxD, -1e9).max(1)
   raise ValueError(f"pooling={mode!r}: use one of {POOLING_MODES}.")
+
+
+def encoder_config(model_config: Mapping[str, Any]) -> EncoderConfig:
+  """The EncoderConfig of a training config's `model` block (a ConfigDict, or its dict from a workdir's
+  config.json): `bert`, `pooling`, `normalize`, `max_seq_length`, with `dropout_rate` as both BERT dropout
+  probabilities. The one place a training config becomes a model config."""
+  rate = float(model_config["dropout_rate"])
+  bert = dict(model_config["bert"], hidden_dropout_prob=rate, attention_probs_dropout_prob=rate)
+  return EncoderConfig(bert=BertConfig(**bert), pooling=model_config["pooling"],
+                       normalize=bool(model_config["normalize"]),
+                       max_seq_length=int(model_config["max_seq_length"]))
 
 
 def l2_normalize(x_BxD, eps: float = 1e-12):

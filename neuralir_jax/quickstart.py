@@ -23,9 +23,6 @@ import os
 import sys
 import time
 
-os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STS_TASK = "sts:data/sts/stsb_test.tsv.gz"
 BEIR_TASK = "beir:data/retrieval/cranfield"
@@ -41,15 +38,16 @@ ROWS = (("STS-B test Spearman", "sts", "spearman"),
         ("SNLI test accuracy (softmax head)", "nli", "accuracy"))
 
 
-def evaluate_encoder(encoder, predict_fn=None) -> dict[str, dict]:
+def evaluate_encoder(encoder) -> dict[str, dict]:
+  """STS-B, Cranfield with exact search and with ScaNN (one encoding of the corpus), and SNLI accuracy of
+  the softmax head when the encoder has one; through the evaluation every neuralir command uses."""
   from neuralir_jax import evaluate
-  # Exact and ScaNN search share one encoding of the corpus.
-  encode = evaluate.memoized(lambda texts: encoder.encode(texts, batch_size=128))
-  out = {"sts": evaluate.evaluate_task(encode, STS_TASK),
-         "exact": evaluate.evaluate_task(encode, BEIR_TASK, index="exact")}
-  out["scann"] = evaluate.evaluate_task(encode, BEIR_TASK, index="scann", scann_config=SCANN_CONFIG)
-  if predict_fn is not None:
-    out["nli"] = evaluate.evaluate_task(encode, NLI_TASK, predict_fn=predict_fn)
+  cache: dict = {}
+  run = lambda task, **kw: evaluate.evaluate_tasks(encoder, [task], encode_cache=cache, **kw)[task]  # noqa: E731
+  out = {"sts": run(STS_TASK), "exact": run(BEIR_TASK, index="exact"),
+         "scann": run(BEIR_TASK, index="scann", scann_config=SCANN_CONFIG)}
+  if encoder.nli_head is not None:
+    out["nli"] = run(NLI_TASK)
   return out
 
 
@@ -84,6 +82,8 @@ def main(argv=None) -> int:
   parser.add_argument("--workdir", default="workdirs/quickstart")
   parser.add_argument("--config", default=os.path.join(REPO, "configs", "quickstart.py"))
   args, overrides = parser.parse_known_args(argv)
+  os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")  # Read by distributed.setup() below.
+  os.environ.setdefault("HF_HUB_OFFLINE", "1")
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets", "grain"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -101,21 +101,19 @@ def main(argv=None) -> int:
 
   print("== 2/4 fine-tuning (NLI softmax + InfoNCE, global negatives)", flush=True)
   tic = time.perf_counter()
-  config = config_lib.load_config(args.config)
-  config_lib.apply_overrides(config, overrides, source=args.config)
+  config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides, source=args.config)
   final = train.train(config, args.workdir)
   timings["train_s"] = time.perf_counter() - tic
 
   print("== 3/4 evaluating the fine-tuned encoder", flush=True)
   tic = time.perf_counter()
-  tuned = train.load_workdir_encoder(args.workdir)
-  predict_fn = train.nli_predict_fn(tuned, tuned.nli_head) if tuned.nli_head is not None else None
-  after = evaluate_encoder(tuned, predict_fn)
+  tuned = encoder_lib.load_encoder(args.workdir)
+  after = evaluate_encoder(tuned)
   timings["evaluate_after_s"] = time.perf_counter() - tic
 
   print("== 4/4 exporting to PyTorch and checking it there", flush=True)
   export_dir = os.path.join(args.workdir, "export")
-  tuned.save_pretrained(export_dir)
+  tuned.save_pretrained(export_dir)  # Refuses a foreign directory; replaces an earlier export of ours.
   export_check = check_export(tuned, export_dir)
 
   table = format_table(before, after)

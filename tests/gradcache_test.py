@@ -11,7 +11,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from neuralir_jax import gradcache, losses, optimizer, sharding, steps  # noqa: E402
+from neuralir_jax import bi_encoder, gradcache, losses, optimizer, sharding, steps  # noqa: E402
 from train_helpers import max_abs_diff, random_batch, tiny_config  # noqa: E402
 
 TOL = 1e-5
@@ -30,8 +30,8 @@ def test_chunk_layout_takes_rows_of_every_shard():
 
 def _setup(dropout_rate):
   config = tiny_config(**{"model.dropout_rate": dropout_rate})
-  model = steps.build_model(config)
-  params = steps.init_params(config, jax.random.PRNGKey(0))
+  model = bi_encoder.BiEncoder(config)
+  params = model.init_params(jax.random.PRNGKey(0))
   batch = random_batch(16, 8, 1)
   texts = {c: (jnp.asarray(batch[f"{c}_ids"]), jnp.asarray(batch[f"{c}_mask"])) for c in ("anchor", "positive")}
   rest = {"log_temperature": params["log_temperature"]}
@@ -41,7 +41,7 @@ def _setup(dropout_rate):
                           losses.temperature_from_log(rest["log_temperature"]))
     return loss, {"loss": loss}
 
-  return steps.make_embed_fn(model), loss_fn, params["encoder"], rest, texts
+  return model.embed, loss_fn, params["encoder"], rest, texts
 
 
 @pytest.mark.parametrize("dropout_rate", [0.0, 0.1])
@@ -85,8 +85,8 @@ def plain_one_device():
   config = tiny_config()
   mesh = sharding.make_mesh(1)
   tx, _ = optimizer.make_optimizer(config.optimizer, config.num_steps)
-  state, _ = steps.create_train_state(config, jax.random.PRNGKey(0), mesh, tx)
-  grads = steps.make_grad_fn(config, steps.build_model(config), mesh)(
+  state, _ = steps.create_train_state(bi_encoder.BiEncoder(config), jax.random.PRNGKey(0), mesh, tx)
+  grads = steps.make_grad_fn(bi_encoder.BiEncoder(config), mesh)(
       state.params, random_batch(), jax.random.PRNGKey(1))
   return jax.device_get(state.params), grads
 
@@ -96,7 +96,7 @@ def test_train_step_gradcache_on_eight_devices_equals_plain(plain_one_device, st
   params, (ref_loss, ref_metrics, ref_grads) = plain_one_device
   config = tiny_config(**{"grad_cache.chunk_size": 1, "parallel.strategy": strategy})  # 2 chunks per device.
   mesh = sharding.make_mesh(8)
-  loss, metrics, grads = steps.make_grad_fn(config, steps.build_model(config), mesh)(
+  loss, metrics, grads = steps.make_grad_fn(bi_encoder.BiEncoder(config), mesh)(
       params, random_batch(), jax.random.PRNGKey(1))
   np.testing.assert_allclose(loss, ref_loss, atol=TOL)
   for name in ref_metrics:

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from neuralir_jax import losses, optimizer, sharding, steps  # noqa: E402
+from neuralir_jax import bi_encoder, config_lib, losses, optimizer, sharding, steps  # noqa: E402
 from neuralir_jax.model import EncoderConfig, BertConfig, init_params  # noqa: E402
 from train_helpers import max_abs_diff, random_batch, tiny_config  # noqa: E402
 
@@ -65,7 +65,7 @@ def test_global_candidates_keep_hard_negatives_aligned(mesh8):
   q, p, n = _embeddings()
 
   def fn(q, p, n):
-    cand, labels, _ = sharding.gather_candidates(p, n, axis_name="data", negatives="global")
+    cand, labels, _ = losses.gather_candidates(p, n, axis_name="data", negatives="global")
     return cand, labels, losses.infonce_logits(q, cand, 1.0)
 
   cand, labels, logits = _per_device(mesh8, fn, q, p, n)
@@ -84,7 +84,7 @@ def test_local_negatives_are_the_device_blocks_of_global(mesh8):
   q, p, n = _embeddings(1)
 
   def fn(q, p, n):
-    cand, labels, _ = sharding.gather_candidates(p, n, axis_name="data", negatives="local")
+    cand, labels, _ = losses.gather_candidates(p, n, axis_name="data", negatives="local")
     return labels, losses.infonce_logits(q, cand, 1.0)
 
   labels, logits_local = _per_device(mesh8, fn, q, p, n)
@@ -109,7 +109,7 @@ def test_contrastive_loss_matches_numpy(mesh8, negatives):
   tau = 0.1
 
   def fn(q, p, n, qh, ph, nh):
-    return sharding.contrastive_loss(q, p, n, temperature=tau, axis_name="data", negatives=negatives,
+    return losses.contrastive_loss(q, p, n, temperature=tau, axis_name="data", negatives=negatives,
                                      symmetric=True, q_hash_b=qh, pos_hash_b=ph, neg_hash_bxK=nh)
 
   loss, npq = _per_device(mesh8, fn, q, p, n, q_hash, p_hash, n_hash)
@@ -147,7 +147,7 @@ def test_make_global_batch_and_pmap_split(mesh8):
   with pytest.raises(ValueError, match="not divisible by the 8 devices"):
     sharding.split_for_pmap({"x": np.zeros((12, 3))}, 8)
   with pytest.raises(ValueError, match="multiple of 8"):
-    sharding.check_batch_size(12, 8)
+    config_lib.validate(tiny_config(batch_size=12), num_devices=8)
 
 
 # --- Train steps: 8 devices == 1 device ------------------------------------------------------------------
@@ -157,13 +157,13 @@ def _run(config, devices: int, num_steps: int = 3):
   """(loss, metrics, grads) at init and params after num_steps, for one strategy and device count."""
   chex.clear_trace_counter()
   mesh = sharding.make_mesh(devices)
-  model = steps.build_model(config)
+  model = bi_encoder.BiEncoder(config)
   tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)
-  state, shardings = steps.create_train_state(config, jax.random.PRNGKey(config.seed), mesh, tx)
+  state, shardings = steps.create_train_state(model, jax.random.PRNGKey(config.seed), mesh, tx)
   result = {}
   if config.parallel.fsdp is False:
-    result["grads"] = steps.make_grad_fn(config, model, mesh)(state.params, random_batch(), jax.random.PRNGKey(1))
-  step = steps.make_train_step(config, model, mesh, tx, shardings, schedule, max_traces=1)
+    result["grads"] = steps.make_grad_fn(model, mesh)(state.params, random_batch(), jax.random.PRNGKey(1))
+  step = steps.make_train_step(model, mesh, tx, shardings, schedule, max_traces=1)
   if config.parallel.strategy == "pmap":
     state = steps.to_pmap_state(state, mesh)
   result["metrics"] = []
@@ -202,7 +202,7 @@ def test_eight_devices_equal_one(single_device, strategy, fsdp):
   assert max_abs_diff(run["params"], single_device["params"]) <= TOL
   # Learning happened: params moved by more than the tolerance.
   assert max_abs_diff(run["params"]["heads"], jax.device_get(
-      steps.init_params(tiny_config(), jax.random.split(jax.random.PRNGKey(0))[0])["heads"])) > 100 * TOL
+      bi_encoder.BiEncoder(tiny_config()).init_params(jax.random.split(jax.random.PRNGKey(0))[0])["heads"])) > 100 * TOL
 
 
 def test_negatives_per_query_metric(single_device):

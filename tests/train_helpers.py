@@ -2,38 +2,38 @@
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 import numpy as np
+
+from neuralir_jax import config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VOCAB = 100
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
-  """A 2-layer, hidden-32 BERT with every objective on: the config shape train.py builds."""
-  c = ml_collections.ConfigDict()
-  c.model = ml_collections.ConfigDict(dict(
-      bert=dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                intermediate_size=64, max_position_embeddings=32),
-      pooling="mean", normalize=True, max_seq_length=16, dropout_rate=0.0, dtype="float32", remat=False))
-  # Distinct weights so that a device-count bug in one objective cannot cancel out in the sum.
-  c.objectives = dict(nli_softmax=1.0, sts_cosine=0.5, triplet=0.3, infonce=1.0)
-  c.infonce = ml_collections.ConfigDict(dict(temperature=0.05, learnable_temperature=True, symmetric=True,
-                                             hard_negatives=True))
-  c.triplet = ml_collections.ConfigDict(dict(margin=1.0))
-  c.negatives = "global"
-  c.parallel = ml_collections.ConfigDict(dict(strategy="pjit", fsdp=False))
-  c.grad_cache = ml_collections.ConfigDict(dict(chunk_size=0))
-  c.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, warmup_steps=1, weight_decay=0.01,
-                                               clip_norm=1.0, b1=0.9, b2=0.999))
-  c.num_steps = 10
-  c.batch_size = 16
-  c.seed = 0
-  for key, value in overrides.items():
-    target = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
+  """configs/tiny.py (the schema of configs/common.py) shrunk to a 2-layer, hidden-32 BERT on a 100-token
+  vocabulary, dropout off, with every objective on; `overrides` are flat keys ("parallel.strategy")."""
+  c = config_lib.load_config(os.path.join(REPO, "configs", "tiny.py"))
+  settings = {
+      "model.bert.vocab_size": VOCAB, "model.bert.hidden_size": 32, "model.bert.num_hidden_layers": 2,
+      "model.bert.num_attention_heads": 4, "model.bert.intermediate_size": 64,
+      "model.bert.max_position_embeddings": 32, "model.pooling": "mean", "model.normalize": True,
+      "model.max_seq_length": 16, "model.dropout_rate": 0.0,
+      # Distinct weights so that a device-count bug in one objective cannot cancel out in the sum.
+      "objectives.nli_softmax": 1.0, "objectives.sts_cosine": 0.5, "objectives.triplet": 0.3,
+      "objectives.infonce": 1.0,
+      "infonce.temperature": 0.05, "infonce.learnable_temperature": True, "infonce.symmetric": True,
+      "infonce.hard_negatives": True, "triplet.margin": 1.0, "negatives": "global",
+      "parallel.strategy": "pjit", "parallel.fsdp": False, "grad_cache.chunk_size": 0,
+      "optimizer.learning_rate": 1e-3, "optimizer.warmup_steps": 1, "optimizer.weight_decay": 0.01,
+      "optimizer.clip_norm": 1.0, "num_steps": 10, "batch_size": 16, "seed": 0,
+  }
+  settings.update(overrides)
+  c.update_from_flattened_dict(settings)
   return c
 
 

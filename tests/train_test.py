@@ -14,7 +14,9 @@ import jax
 import numpy as np
 import pytest
 
-from neuralir_jax import checkpoint
+from neuralir_jax import checkpoint, preemption
+from neuralir_jax import encoder as encoder_lib
+from neuralir_jax.metric_writer import MetricWriter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "tiny.py")
@@ -71,8 +73,8 @@ def test_run_logs_every_objective_and_checkpoints_final_step(finished_run):
   # The in-training evaluator ran at step 6 on SICK trial (500 pairs) and logged beside the training metrics.
   assert [r["step"] for r in evals] == [6]
   assert evals[0]["eval/sts:data/sts/sick_trial.tsv/num_pairs"] == 500
-  from neuralir_jax import data, evaluate, train
-  enc = train.load_workdir_encoder(finished_run, 6)
+  from neuralir_jax import data, evaluate
+  enc = encoder_lib.load_encoder(finished_run, step=6)
   again = evaluate.evaluate_sts(lambda t: enc.encode(t, batch_size=128),
                                 data.read_sts(os.path.join(REPO, "data", "sts", "sick_trial.tsv")))
   np.testing.assert_allclose(evals[0]["eval/sts:data/sts/sick_trial.tsv/spearman"], again["spearman"], atol=1e-6)
@@ -103,9 +105,11 @@ def test_restore_onto_one_device_continues_like_eight(finished_run, tmp_path):
     shutil.copytree(finished_run, target)
   args = ("--config", TINY, "--config.num_steps=8", "--config.checkpoint.every_steps=3",
           "--config.model.dropout_rate=0.0")
-  neuralir("train", "--workdir", one, *args, devices=1)
+  resumed = neuralir("train", "--workdir", one, *args, devices=1)
   neuralir("train", "--workdir", eight, *args, devices=8)
   assert_trees_equal(final_params(one, 8), final_params(eight, 8), atol=2e-5)
+  # A changed setting is named on resume (logging cadence and eval settings are routine and are not).
+  assert "num_steps: 6 -> 8" in resumed.stderr and "log_every_steps" not in resumed.stderr
 
 
 def test_kill_9_then_rerun_matches_uninterrupted_run_bit_for_bit(tmp_path):
@@ -132,7 +136,8 @@ def test_kill_9_then_rerun_matches_uninterrupted_run_bit_for_bit(tmp_path):
   assert_trees_equal(final_params(killed, 200), final_params(reference, 200))
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("signum, returncode", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_save_the_current_step_and_exit_cleanly(tmp_path, signum, returncode):
   workdir = str(tmp_path / "w")
   proc = subprocess.Popen([sys.executable, "-m", "neuralir_jax.cli", "train", "--config", TINY, "--workdir", workdir,
                            "--config.num_steps=100000", "--config.checkpoint.every_steps=100000"],
@@ -141,12 +146,55 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   deadline = time.time() + 300
   while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
     time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(signum)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-2000:]
+  assert proc.returncode == returncode, err[-2000:]
   assert "preempted" in err
+  assert "Traceback" not in err
   steps = [int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()]
+  # No periodic checkpoint was due: the one checkpoint is the step the signal arrived at.
   assert len(steps) == 1 and 0 < steps[0] < 100000
+  logged = [json.loads(line)["step"] for line in open(metrics)]
+  assert logged[-1] == steps[0]
+
+
+def test_signal_handlers_are_restored_after_the_training_block():
+  before = {s: signal.getsignal(s) for s in preemption.SIGNALS}
+  with preemption.Preemption() as stop:
+    assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.01)
+    assert stop.signum == signal.SIGTERM
+  assert {s: signal.getsignal(s) for s in preemption.SIGNALS} == before
+
+
+def test_metrics_jsonl_drops_steps_after_the_resumed_checkpoint_and_writes_no_bare_nan(tmp_path):
+  writer = MetricWriter(str(tmp_path), 0, 10, enabled=True)
+  for step in (2, 4, 6):
+    writer.write(step, {"loss": 1.0 / step, "mfu": float("nan")})
+  writer.close()
+  writer = MetricWriter(str(tmp_path), 4, 10, enabled=True)  # Resumed from the step-4 checkpoint.
+  writer.write(6, {"loss": float("inf")})
+  writer.close()
+  text = open(tmp_path / "metrics.jsonl").read()
+  assert "NaN" not in text and "Infinity" not in text
+  rows = [json.loads(line) for line in text.splitlines()]
+  assert [r["step"] for r in rows] == [2, 4, 6]
+  assert rows[0]["mfu"] is None and rows[2]["loss"] is None
+
+
+def test_workdir_holding_foreign_files_is_refused_and_left_untouched(tmp_path, minilm_path):
+  import shutil
+  exported = str(tmp_path / "exported_model")
+  shutil.copytree(minilm_path, exported)
+  before = {f: open(os.path.join(exported, f), "rb").read() for f in os.listdir(exported)
+            if os.path.isfile(os.path.join(exported, f))}
+  proc = neuralir("train", "--config", TINY, "--workdir", exported, "--config.num_steps=2", check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "is not a neuralir workdir" in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr
+  after = {f: open(os.path.join(exported, f), "rb").read() for f in os.listdir(exported)
+           if os.path.isfile(os.path.join(exported, f))}
+  assert after == before and not os.path.exists(os.path.join(exported, "checkpoints"))
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -169,6 +217,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ("--config.batch_size=12", "not divisible by the 8 devices"),
     ("--config.optimizer.learning_rat=1e-3", "unknown config key 'optimizer.learning_rat'"),
     ("--config.data.train=nli:data/nli/missing.jsonl.gz", "data/nli/missing.jsonl.gz"),
+    # Found before step 1, not at the first evaluation hours later.
+    ("--config.eval.tasks=('sts:data/sts/missing.tsv',)", "data/sts/missing.tsv"),
+    ("--config.checkpoint.keep=0", "checkpoint.keep"),
 ])
 def test_bad_input_is_one_line_error_before_training(tmp_path, override, needle):
   workdir = str(tmp_path / "w")
@@ -194,10 +245,9 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(finished_run, 
 
 
 def test_export_from_workdir_loads_in_sentence_transformers(finished_run, tmp_path):
-  from neuralir_jax import train
   out = str(tmp_path / "export")
   neuralir("export", "--workdir", finished_run, "--output", out)
-  ours = train.load_workdir_encoder(finished_run).encode(["a man plays a guitar", "two dogs run on grass"])
+  ours = encoder_lib.load_encoder(finished_run).encode(["a man plays a guitar", "two dogs run on grass"])
   from sentence_transformers import SentenceTransformer
   theirs = SentenceTransformer(out, device="cpu").encode(["a man plays a guitar", "two dogs run on grass"])
   cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)

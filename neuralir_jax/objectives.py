@@ -1,0 +1,184 @@
+"""Which columns each training objective reads, and the weighted objectives on one device's embeddings.
+
+Batches are dicts of per-column `c_ids`/`c_mask` int32[B, L] (the "negative" column may be [B, k, L]),
+optional `c_hash` int32[B] (or [B, k]), `label` int32[B], `score` float32[B]. The objectives (weights in
+`config.objectives`, 0 = off) read:
+  nli_softmax  (premise, hypothesis, label), or on triplet views (anchor, positive) as entailment,
+               (anchor, neutral) as neutral and (anchor, negative) as contradiction;
+  sts_cosine   (sentence1, sentence2, score) or (premise, hypothesis, score);
+  triplet      (anchor, positive, negative);
+  infonce      (anchor, positive[, negative]) with in-batch, cross-device and hard negatives.
+Each text column is embedded once per step: `stack_texts` puts every column of a batch into one
+[B, R, L] array for a single encoder call and `split_embeddings` cuts the result back into columns.
+
+Params besides the encoder: {'heads': {'nli': ...}} when nli_softmax is on, 'log_temperature' when the
+InfoNCE temperature is learnable (`init_params`). The losses themselves are in `losses.py`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from neuralir_jax import config_lib, losses
+
+OBJECTIVES = config_lib.OBJECTIVES
+# Known text columns, in the order they are stacked for the encoder.
+COLUMNS = ("anchor", "positive", "neutral", "negative", "premise", "hypothesis", "sentence1", "sentence2")
+
+
+def enabled(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Objective name -> weight, for the objectives with a non-zero weight (config_lib.validate checks names)."""
+  return {name: float(weight) for name, weight in config.objectives.items() if weight}
+
+
+def init_params(config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
+  """The objectives' own params: the NLI head and the learnable log-temperature, when enabled."""
+  params = {}
+  objectives = enabled(config)
+  if "nli_softmax" in objectives:
+    params["heads"] = {"nli": losses.init_nli_head(rng, config.model.bert.hidden_size)}
+  if "infonce" in objectives and config.infonce.learnable_temperature:
+    params["log_temperature"] = jnp.asarray(math.log(config.infonce.temperature), jnp.float32)
+  return params
+
+
+# --- Column routing ---------------------------------------------------------------------------------------
+
+
+def _nli_pairs(cols: set[str], keys: set[str]) -> list[tuple[str, str, int | None]]:
+  if {"premise", "hypothesis"} <= cols and "label" in keys:
+    return [("premise", "hypothesis", None)]
+  if {"anchor", "positive", "negative"} <= cols:
+    pairs = [("anchor", "positive", 0), ("anchor", "negative", 2)]
+    return pairs + ([("anchor", "neutral", 1)] if "neutral" in cols else [])
+  raise ValueError(f"nli_softmax needs columns premise, hypothesis and label, or anchor, positive, negative; "
+                   f"the batch has {sorted(keys)}: pick another data.view or set objectives.nli_softmax=0.")
+
+
+def _sts_pair(cols: set[str], keys: set[str]) -> tuple[str, str]:
+  for pair in (("sentence1", "sentence2"), ("premise", "hypothesis")):
+    if set(pair) <= cols and "score" in keys:
+      return pair
+  raise ValueError(f"sts_cosine needs sentence1, sentence2 and score; the batch has {sorted(keys)}: use an "
+                   "sts: source with data.view=pairs, or set objectives.sts_cosine=0.")
+
+
+def _require(objective: str, needed: tuple[str, ...], cols: set[str], keys: set[str], hint: str) -> None:
+  if not set(needed) <= cols:
+    raise ValueError(f"{objective} needs the text columns {needed}; the batch has {sorted(keys)}: {hint}")
+
+
+def text_columns(config: ml_collections.ConfigDict, keys: set[str]) -> tuple[str, ...]:
+  """The text columns the enabled objectives read, in COLUMNS order (each encoded once); a one-line
+  error naming what to change when the data lacks one."""
+  cols = {k[:-len("_ids")] for k in keys if k.endswith("_ids")}
+  used = set()
+  objectives = enabled(config)
+  if "nli_softmax" in objectives:
+    used |= {c for a, b, _ in _nli_pairs(cols, keys) for c in (a, b)}
+  if "sts_cosine" in objectives:
+    used |= set(_sts_pair(cols, keys))
+  if "triplet" in objectives:
+    _require("triplet", ("anchor", "positive", "negative"), cols, keys,
+             "use data.view=triplets on a source with negatives, or set objectives.triplet=0.")
+    used |= {"anchor", "positive", "negative"}
+  if "infonce" in objectives:
+    if config.infonce.hard_negatives:
+      _require("infonce", ("anchor", "positive", "negative"), cols, keys,
+               "this view has no negatives; set --config.infonce.hard_negatives=false.")
+    else:
+      _require("infonce", ("anchor", "positive"), cols, keys, "use data.view=triplets, nli_full or duplicates.")
+    used |= {"anchor", "positive"} | ({"negative"} if config.infonce.hard_negatives else set())
+  return tuple(sorted(used, key=lambda c: COLUMNS.index(c) if c in COLUMNS else len(COLUMNS)))
+
+
+def stack_texts(batch: dict, columns: tuple[str, ...]):
+  """All text columns as one [B, R, L] array (R: 1 per column, k for a [B, k, L] column), padded to the
+  longest L, so one encoder call embeds every text; the stacking axis keeps each device's rows local.
+
+  Returns (ids_BxRxL, mask_BxRxL, slices: column -> (start, count) along R).
+  """
+  length = max(batch[f"{c}_ids"].shape[-1] for c in columns)
+  ids, masks, slices, start = [], [], {}, 0
+  for c in columns:
+    x, m = batch[f"{c}_ids"], batch[f"{c}_mask"]
+    batch_size = x.shape[0]
+    x, m = x.reshape(batch_size, -1, x.shape[-1]), m.reshape(batch_size, -1, m.shape[-1])
+    pad = ((0, 0), (0, 0), (0, length - x.shape[-1]))
+    ids.append(jnp.pad(x, pad))
+    masks.append(jnp.pad(m, pad))
+    slices[c] = (start, x.shape[1])
+    start += x.shape[1]
+  return jnp.concatenate(ids, axis=1), jnp.concatenate(masks, axis=1), slices
+
+
+def split_embeddings(emb_BxRxD: jax.Array, slices: dict[str, tuple[int, int]]) -> dict[str, jax.Array]:
+  """[B, R, D] -> column -> [B * count, D] (query g's j-th text at row g * count + j)."""
+  dim = emb_BxRxD.shape[-1]
+  return {c: emb_BxRxD[:, start:start + count].reshape(-1, dim) for c, (start, count) in slices.items()}
+
+
+# --- Objectives on one device's embeddings ----------------------------------------------------------------
+
+
+def temperature_of(config: ml_collections.ConfigDict, params: dict) -> jax.Array:
+  if "log_temperature" in params:
+    return losses.temperature_from_log(params["log_temperature"])
+  return jnp.float32(config.infonce.temperature)
+
+
+def objective_losses(config: ml_collections.ConfigDict, rest: dict, embs: dict[str, jax.Array],
+                     aux: dict[str, jax.Array], axis_name: str | None) -> tuple[jax.Array, dict]:
+  """Weighted sum of this device's objective losses (local means) and its metrics.
+
+  rest: params other than the encoder; embs: column -> [b, D] ([b * k, D] for "negative"); aux: the batch's
+  labels, scores and hashes. InfoNCE gathers candidates over axis_name when negatives == "global".
+  """
+  objectives = enabled(config)
+  keys = set(aux) | {f"{c}_ids" for c in embs}
+  total, metrics = 0.0, {}
+  if "nli_softmax" in objectives:
+    pairs = _nli_pairs(set(embs), keys)
+    u = jnp.concatenate([embs[a] for a, _, _ in pairs])
+    v = jnp.concatenate([_first_per_query(embs[b], embs[a].shape[0]) for a, b, _ in pairs])
+    labels = jnp.concatenate([aux["label"] if y is None else jnp.full((embs[a].shape[0],), y, jnp.int32)
+                              for a, _, y in pairs])
+    metrics["loss/nli_softmax"], metrics["nli_accuracy"] = losses.nli_softmax_loss(
+        rest["heads"]["nli"], u, v, labels)
+  if "sts_cosine" in objectives:
+    a, b = _sts_pair(set(embs), keys)
+    metrics["loss/sts_cosine"] = losses.sts_cosine_loss(embs[a], embs[b], aux["score"])
+  if "triplet" in objectives:
+    a = embs["anchor"]
+    metrics["loss/triplet"] = losses.triplet_loss(a, embs["positive"],
+                                                  _first_per_query(embs["negative"], a.shape[0]),
+                                                  float(config.triplet.margin))
+  if "infonce" in objectives:
+    metrics["loss/infonce"], metrics["negatives_per_query"] = _infonce(config, rest, embs, aux, axis_name)
+    metrics["temperature"] = temperature_of(config, rest)
+  for name, weight in objectives.items():
+    total = total + weight * metrics[f"loss/{name}"]
+  return total, metrics
+
+
+def _first_per_query(emb_RxD: jax.Array, num_queries: int) -> jax.Array:
+  """[b * k, D] rows of a column (k per query) -> the first of each query's k: [b, D]."""
+  return emb_RxD.reshape(num_queries, -1, emb_RxD.shape[-1])[:, 0]
+
+
+def _infonce(config, rest, embs, aux, axis_name):
+  q = embs["anchor"]
+  b, dim = q.shape
+  neg = embs["negative"].reshape(b, -1, dim) if config.infonce.hard_negatives else None
+  has_hash = "anchor_hash" in aux and "positive_hash" in aux and (neg is None or "negative_hash" in aux)
+  hashes = {}
+  if has_hash:
+    hashes = dict(q_hash_b=aux["anchor_hash"], pos_hash_b=aux["positive_hash"],
+                  neg_hash_bxK=None if neg is None else aux["negative_hash"].reshape(b, -1))
+  return losses.contrastive_loss(
+      q, embs["positive"], neg, temperature=temperature_of(config, rest), axis_name=axis_name,
+      negatives=config.negatives, symmetric=bool(config.infonce.symmetric), **hashes)
