@@ -24,7 +24,6 @@ from typing import Any
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
-sys.path.insert(0, os.path.join(_REPO, "configs"))
 
 BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  intermediate_size=3072, max_position_embeddings=512)
@@ -65,7 +64,7 @@ def _parse() -> argparse.Namespace:
 
 
 def make_config(args: argparse.Namespace, batch_size: int):
-  import common
+  from configs import common
   c = common.base_config()
   c.num_steps = 1000
   c.batch_size = batch_size
@@ -103,18 +102,18 @@ def try_batch(args, batch_size: int, log: Log) -> dict | None:
   """Compiles and times the train step at one global batch; None when it does not fit in memory."""
   import jax
   import numpy as np
-  from neuralir_jax import optimizer, sharding, steps
+  from neuralir_jax import bi_encoder, optimizer, sharding, steps
   config = make_config(args, batch_size)
   mesh = sharding.make_mesh()
   tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)
-  model = steps.build_model(config)
+  family = bi_encoder.BiEncoder(config)
   rng = np.random.default_rng(0)
   batches = [random_batch(rng, batch_size, args.seq_len, config.model.bert.vocab_size) for _ in range(2)]
   batches = [sharding.make_global_batch(b, mesh) for b in batches]  # On device: time the step, not transfers.
   state = None
   try:
-    state, shardings = steps.create_train_state(config, jax.random.key(0), mesh, tx)
-    step = steps.make_train_step(config, model, mesh, tx, shardings, schedule)
+    state, shardings = steps.create_train_state(family, jax.random.key(0), mesh, tx)
+    step = steps.make_train_step(family, mesh, tx, shardings, schedule)
     tic = time.perf_counter()
     for i in range(2):  # Compilation, then one more warm step.
       state, metrics = step(state, batches[i % 2])
@@ -161,11 +160,11 @@ def bench_encode(args, log: Log) -> None:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from neuralir_jax import flops, steps
+  from neuralir_jax import flops
   from neuralir_jax.encoder import Encoder
-  from neuralir_jax.model import init_params
+  from neuralir_jax.model import encoder_config, init_params
   config = make_config(args, args.encode_batch)
-  enc_config = steps.encoder_config_from(config.model)
+  enc_config = encoder_config(config.model)
   params = jax.jit(init_params, static_argnums=0)(enc_config, jax.random.key(0))
   encoder = Encoder(enc_config, params, tokenizer=None, dtype=jnp.dtype(args.dtype))
   rows = encoder.batch_rows(args.encode_batch, args.encode_batch)

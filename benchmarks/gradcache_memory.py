@@ -11,26 +11,32 @@ GradCache's peak should stay near the plain step at the chunk size, not grow wit
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from neuralir_jax import sharding, steps
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import common  # noqa: E402
+from neuralir_jax import bi_encoder, sharding, steps  # noqa: E402
 
 
 def bench_config(chunk: int, layers: int = 2, hidden: int = 128) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.model = dict(bert=dict(vocab_size=1000, hidden_size=hidden, num_hidden_layers=layers,
-                           num_attention_heads=4, intermediate_size=4 * hidden, max_position_embeddings=128),
-                 pooling="mean", normalize=True, max_seq_length=128, dropout_rate=0.1, dtype="float32",
-                 remat=False)
-  c.objectives = dict(infonce=1.0)
-  c.infonce = dict(temperature=0.05, learnable_temperature=False, symmetric=False, hard_negatives=True)
+  """configs/common.py with a random-init BERT `layers` x `hidden` and InfoNCE (hard negatives) only."""
+  c = common.base_config()
+  c.model.init = "random"
+  c.model.bert.update(dict(vocab_size=1000, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                           intermediate_size=4 * hidden, max_position_embeddings=128))
+  c.model.update(dict(pooling="mean", normalize=True, max_seq_length=128, dropout_rate=0.1, dtype="float32",
+                      remat=False))
+  c.objectives.update(dict(nli_softmax=0.0, infonce=1.0, sts_cosine=0.0, triplet=0.0))
+  c.infonce.update(dict(temperature=0.05, learnable_temperature=False, symmetric=False, hard_negatives=True))
   c.negatives = "global"
-  c.parallel = dict(strategy="pjit", fsdp=False)
-  c.grad_cache = dict(chunk_size=chunk)
+  c.parallel.update(dict(strategy="pjit", fsdp=False))
+  c.grad_cache.chunk_size = chunk
   return c
 
 
@@ -38,11 +44,11 @@ def temp_bytes(batch: int, chunk: int, length: int = 32, layers: int = 2, hidden
   """Compiled temporary memory (bytes) of one gradient computation; chunk 0 = plain step."""
   config = bench_config(chunk, layers, hidden)
   mesh = sharding.make_mesh(1)
-  model = steps.build_model(config)
-  params = jax.eval_shape(lambda r: steps.init_params(config, r), jax.random.PRNGKey(0))
+  family = bi_encoder.BiEncoder(config)
+  params = jax.eval_shape(family.init_params, jax.random.PRNGKey(0))
   text = jax.ShapeDtypeStruct((batch, length), jnp.int32)
   batch_spec = {f"{c}_{kind}": text for c in ("anchor", "positive", "negative") for kind in ("ids", "mask")}
-  grad_fn = jax.jit(steps.grad_fn_pjit(config, model, mesh))
+  grad_fn = jax.jit(steps.grad_fn_pjit(family, mesh))
   compiled = grad_fn.lower(params, batch_spec, jax.random.PRNGKey(1)).compile()
   return int(compiled.memory_analysis().temp_size_in_bytes)
 

@@ -37,14 +37,13 @@ def make_parts(args):
   import jax
   import jax.numpy as jnp
   import ml_collections
-  from neuralir_jax import optimizer, steps, train
+  from neuralir_jax import bi_encoder, optimizer, steps
 
   def side(dropout: float):
     config = tt.make_config(argparse.Namespace(**dict(vars(args), model="minilm", dtype="float32",
                                                       data="nli:data/nli/train_sample.jsonl.gz")), 100)
     config.model.dropout_rate = dropout
-    tokenizer, pretrained = train.resolve_model(config)
-    return config, tokenizer, pretrained
+    return bi_encoder.resolve_model(config)  # (config with MiniLM's architecture, tokenizer, params).
 
   config, tokenizer, pretrained = side(0.1)
   batches = tt.load_batches(config, tokenizer, 4)
@@ -80,11 +79,11 @@ def make_parts(args):
   parts["step dropout 0.1, flax nn.Dropout"] = flax_dropout_step
   parts["step dropout 0"] = run_step(nodrop)
 
-  grad_fn = jax.jit(steps.grad_fn_pjit(config, full.model, full.mesh))
+  grad_fn = jax.jit(steps.grad_fn_pjit(full.family, full.mesh))
   params = jax.tree.map(jnp.copy, full.state.params)
   rng = jax.random.key(1)
   parts["grad only, dropout 0.1"] = lambda: jax.block_until_ready(grad_fn(params, gbatch, rng))
-  grad_fn0 = jax.jit(steps.grad_fn_pjit(config0, nodrop.model, nodrop.mesh))
+  grad_fn0 = jax.jit(steps.grad_fn_pjit(nodrop.family, nodrop.mesh))
   parts["grad only, dropout 0"] = lambda: jax.block_until_ready(grad_fn0(params, gbatch, rng))
 
   tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)

@@ -66,8 +66,9 @@ def _setup_threads(threads: int, xla_flags: str) -> None:
 
 def make_config(args: argparse.Namespace, num_steps: int):
   """configs/common.py with InfoNCE (hard negatives, global negatives) as the only objective, 1 device."""
-  sys.path.insert(0, os.path.join(_REPO, "configs"))
-  import common
+  if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+  from configs import common
   c = common.base_config()
   c.num_steps = num_steps
   c.batch_size = args.batch_size
@@ -103,15 +104,15 @@ class JaxSide:
 
   def __init__(self, config, pretrained):
     import jax
-    from neuralir_jax import optimizer, sharding, steps
+    from neuralir_jax import bi_encoder, optimizer, sharding, steps
     self.jax = jax
     self.mesh = sharding.make_mesh(1)
     tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)
-    self.model = steps.build_model(config)
+    self.family = bi_encoder.BiEncoder(config)
     self.params0 = pretrained
-    self.state, shardings = steps.create_train_state(config, jax.random.key(config.seed), self.mesh, tx,
+    self.state, shardings = steps.create_train_state(self.family, jax.random.key(config.seed), self.mesh, tx,
                                                      pretrained)
-    self.step_fn = steps.make_train_step(config, self.model, self.mesh, tx, shardings, schedule)
+    self.step_fn = steps.make_train_step(self.family, self.mesh, tx, shardings, schedule)
     self.metrics = None
 
   def step(self, batch: dict) -> None:
@@ -123,14 +124,15 @@ class JaxSide:
   def eval_loss(self, batch: dict, temperature: float) -> float:
     """InfoNCE of the pretrained params on `batch` without dropout (the objective, checked against MNRL)."""
     import jax.numpy as jnp
-    from neuralir_jax import sharding
+    from neuralir_jax import losses
+    module = self.family.module
 
     @self.jax.jit
     def loss(params, batch):
-      emb = {c: self.model.apply({"params": params}, batch[f"{c}_ids"], batch[f"{c}_mask"], deterministic=True)
+      emb = {c: module.apply({"params": params}, batch[f"{c}_ids"], batch[f"{c}_mask"], deterministic=True)
              for c in COLUMNS}
-      value, _ = sharding.contrastive_loss(emb["anchor"], emb["positive"], emb["negative"][:, None],
-                                           temperature=temperature)
+      value, _ = losses.contrastive_loss(emb["anchor"], emb["positive"], emb["negative"][:, None],
+                                         temperature=temperature)
       return value
 
     return float(loss(self.params0, {k: jnp.asarray(v) for k, v in batch.items()}))
@@ -157,7 +159,7 @@ class TorchSide:
     opt = config.optimizer
     self.optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=opt.learning_rate, betas=(opt.b1, opt.b2), eps=1e-6)
+        lr=opt.learning_rate, betas=(opt.b1, opt.b2), eps=opt.eps)
     self.scheduler = get_linear_schedule_with_warmup(
         self.optimizer, opt_lib.warmup_steps_of(opt, config.num_steps), config.num_steps)
     self.clip_norm = opt.clip_norm
@@ -206,12 +208,13 @@ def main() -> None:
   _setup_threads(args.threads, args.xla_flags)
   import jax
   sys.path.insert(0, _REPO)
-  from neuralir_jax import config_lib, flops, train
+  from neuralir_jax import bi_encoder, config_lib, flops
   from neuralir_jax.model import BertConfig
 
   total_steps = args.warmup + args.rounds * args.steps
   config = make_config(args, num_steps=max(total_steps, 10))
-  tokenizer, pretrained = train.resolve_model(config)  # Fills config.model.bert from the model directory.
+  # The returned config has model.bert (and pooling, max_seq_length) from the model directory.
+  config, tokenizer, pretrained = bi_encoder.resolve_model(config)
   batches = load_batches(config, tokenizer, count=min(total_steps, 32))
   first = batches[0]
 
