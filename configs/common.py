@@ -78,7 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.head_lr_multiplier = 1.0  # LR multiplier for the NLI head and learnable temperature.
   c.optimizer.b1 = 0.9  # Adam first-moment decay.
   c.optimizer.b2 = 0.999  # Adam second-moment decay.
-  c.optimizer.eps = 1e-6  # Adam denominator epsilon (transformers' AdamW default).
+  c.optimizer.eps = 1e-8  # Adam denominator epsilon: torch.optim.AdamW's and the HF Trainer's default.
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 100  # Steps between Orbax checkpoints (saved asynchronously).

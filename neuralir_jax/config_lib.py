@@ -298,7 +298,7 @@ def _check_optimizer(config: ml_collections.ConfigDict) -> None:
   _number(config, "optimizer.learning_rate", 2e-5, 0, low_open=True)
   _number(config, "optimizer.b1", 0.9, 0, 1, high_open=True)
   _number(config, "optimizer.b2", 0.999, 0, 1, high_open=True)
-  _number(config, "optimizer.eps", 1e-6, 0, low_open=True)
+  _number(config, "optimizer.eps", 1e-8, 0, low_open=True)
   _number(config, "optimizer.weight_decay", 0.01, 0)
   _number(config, "optimizer.clip_norm", 1.0, 0)
   _number(config, "optimizer.warmup_fraction", 0.1, 0, 1)

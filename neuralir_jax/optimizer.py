@@ -7,6 +7,7 @@ their global norm before AdamW.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -15,10 +16,11 @@ import optax
 
 
 def warmup_steps_of(opt_config: ml_collections.ConfigDict, num_steps: int) -> int:
-  """`warmup_steps` when >= 0, else `warmup_fraction * num_steps`, rounded."""
+  """`warmup_steps` when >= 0, else `warmup_fraction * num_steps` rounded up, as the Hugging Face Trainer
+  rounds `warmup_ratio` (29 steps at 0.1: 3; 45 steps: 5, where round() gave 4)."""
   if opt_config.warmup_steps >= 0:
     return int(opt_config.warmup_steps)
-  return int(round(float(opt_config.warmup_fraction) * num_steps))
+  return math.ceil(num_steps * float(opt_config.warmup_fraction))  # The Trainer's expression, float error too.
 
 
 def linear_warmup_decay(learning_rate: float, warmup_steps: int, num_steps: int) -> optax.Schedule:

@@ -78,3 +78,13 @@ def test_head_lr_multiplier_scales_only_non_encoder_updates():
   np.testing.assert_allclose(fast["encoder"]["w"], plain["encoder"]["w"])
   np.testing.assert_allclose(fast["heads"]["nli"]["kernel"], 100 * plain["heads"]["nli"]["kernel"], rtol=1e-6)
   np.testing.assert_allclose(fast["log_temperature"], 100 * plain["log_temperature"], rtol=1e-6)
+
+
+def test_warmup_fraction_rounds_up_as_the_hugging_face_trainer_does():
+  import types
+  from transformers import TrainingArguments
+  for num_steps in (3, 29, 30, 45, 1000):
+    config = tiny_config(**{"optimizer.warmup_steps": -1, "optimizer.warmup_fraction": 0.1})
+    hf = TrainingArguments.get_warmup_steps(types.SimpleNamespace(warmup_steps=0.1), num_steps)
+    assert optimizer.warmup_steps_of(config.optimizer, num_steps) == hf, num_steps
+  assert optimizer.warmup_steps_of(config.optimizer, 45) == 5  # round() gave 4.
