@@ -77,12 +77,20 @@ class MetricWriter:
 
 
 def _drop_rows_after(path: epath.Path, step: int) -> None:
+  """Keeps the rows of steps up to the resumed checkpoint; a half-written last line (kill -9) goes too."""
   if not path.exists():
     return
   lines = path.read_text().splitlines()
-  kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+  kept = [line for line in lines if (row := _row_step(line)) is not None and row <= step]
   if len(kept) != len(lines):
     path.write_text("".join(line + "\n" for line in kept))
+
+
+def _row_step(line: str) -> int | None:
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 def _scalar(v: Any) -> Any:

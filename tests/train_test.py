@@ -173,6 +173,8 @@ def test_metrics_jsonl_drops_steps_after_the_resumed_checkpoint_and_writes_no_ba
   for step in (2, 4, 6):
     writer.write(step, {"loss": 1.0 / step, "mfu": float("nan")})
   writer.close()
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 8, "loss": 0.1')  # Killed halfway through a line.
   writer = MetricWriter(str(tmp_path), 4, 10, enabled=True)  # Resumed from the step-4 checkpoint.
   writer.write(6, {"loss": float("inf")})
   writer.close()
