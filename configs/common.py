@@ -38,12 +38,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout_rate = 0.1  # Hidden and attention dropout during training.
   c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16 (params stay fp32).
   c.model.remat = False  # Recompute layer activations in the backward pass to save memory.
+  # Prompts prepended to the texts (sentence-transformers' `prompts`): the query prompt to anchors in
+  # training, to queries in evaluation and `encode(prompt_name="query")`; the document prompt to positives,
+  # negatives and the corpus. Exported into config_sentence_transformers.json. "" = no prompt.
+  c.model.prompts = ml_collections.ConfigDict()
+  c.model.prompts.query = ""
+  c.model.prompts.document = ""
 
   c.data = ml_collections.ConfigDict()
   # Training source (README, "Data sources"); file paths are relative to the directory the command runs in.
   c.data.train = "nli:data/nli/train_sample.jsonl.gz"
   c.data.view = "nli_full"  # pairs | triplets | nli_full | duplicates: the columns the objectives read.
   c.data.max_length = 64  # Tokens per text; longer texts are truncated.
+  c.data.query_max_length = 0  # Tokens per anchor (query) text; 0 = data.max_length.
+  c.data.document_max_length = 0  # Tokens per positive / negative text; 0 = data.max_length.
+  c.data.num_negatives = 1  # Hard negatives per query (k) read from a triples row's negatives list.
+  # random: shuffled records; no_duplicates: also keeps two rows of one query, or of one positive document,
+  # out of the same global batch (sentence-transformers' NoDuplicatesBatchSampler).
+  c.data.sampler = "random"
   c.data.buckets = ()  # Length buckets (e.g. (32, 64)); () pads every batch to max_length (one jit shape).
   c.data.tfds_data_dir = ""  # data_dir for tfds: sources ("" = TFDS default).
   c.data.skip_invalid = False  # Skip (and count) invalid rows instead of failing, e.g. SNLI's "-" labels.
@@ -59,6 +71,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.infonce.learnable_temperature = False  # Learn log(1/tau), clipped so 1/tau <= 100.
   c.infonce.symmetric = False  # Add the document -> query term.
   c.infonce.hard_negatives = True  # Use the `negative` column as a hard negative per query.
+  # Mask candidates that are a judged positive of the query (by document id when the data has ids, else by
+  # text) instead of scoring them as negatives. Off = sentence-transformers' MultipleNegativesRankingLoss.
+  c.infonce.mask_false_negatives = True
+  c.matryoshka = ml_collections.ConfigDict()
+  # Matryoshka representation learning: the embedding objectives are applied to the first d dims of the
+  # embeddings (re-normalised) for each d, weighted; () = off. E.g. dims (384, 256, 128, 64), weights (1,)*4.
+  c.matryoshka.dims = ()
+  c.matryoshka.weights = ()
   c.triplet = ml_collections.ConfigDict()
   c.triplet.margin = 1.0  # Euclidean margin (Sentence-BERT paper: 1).
   c.negatives = "global"  # global: candidates gathered from every device; local: own batch only.

@@ -14,8 +14,8 @@ metric of each task (Spearman for STS, nDCG@10 for retrieval) against negatives 
 one colour per (hard negatives, temperature) variant, filled markers and solid lines for global negatives,
 hollow markers and dashed lines for local ones.
 
-`negatives_per_query` is nominal: B * (1 + hn) - 1 for global negatives, (B / devices) * (1 + hn) - 1 for
-local ones; `logged_negatives_per_query` is what training logged (lower by the candidates masked as false
+`negatives_per_query` is nominal: B * (1 + k) - 1 for global negatives, (B / devices) * (1 + k) - 1 for
+local ones (k = data.num_negatives hard negatives per query, 0 without hard negatives); `logged_negatives_per_query` is what training logged (lower by the candidates masked as false
 negatives, i.e. texts equal to the positive).
 """
 
@@ -38,11 +38,12 @@ from neuralir_jax import config_lib, evaluate
 
 BUDGETS = ("steps", "examples")
 NEGATIVES = ("global", "local")
-# The four axes every ablation grid should turn (see `grid_axes`).
-AXES = ("batch_size", "negatives", "infonce.hard_negatives", "infonce.learnable_temperature")
+# The axes an ablation grid turns (see `grid_axes`); data.num_negatives is k, hard negatives per query.
+AXES = ("batch_size", "negatives", "infonce.hard_negatives", "data.num_negatives",
+        "infonce.learnable_temperature")
 TASK_METRICS = {"sts": evaluate.STS_METRICS, "beir": evaluate.RETRIEVAL_METRICS}
-SETTING_COLUMNS = ("name", "batch_size", "negatives", "hard_negatives", "learnable_temperature",
-                   "negatives_per_query")
+SETTING_COLUMNS = ("name", "batch_size", "negatives", "hard_negatives", "num_negatives",
+                   "learnable_temperature", "negatives_per_query")
 RUN_COLUMNS = ("num_steps", "examples", "final_loss", "final_temperature", "logged_negatives_per_query",
                "train_seconds", "eval_seconds")
 RESULT_FILE = "ablation_result.json"
@@ -59,13 +60,14 @@ class Setting:
 # --- Settings -----------------------------------------------------------------------------------------
 
 
-def negatives_per_query(batch_size: int, negatives: str, hard_negatives: bool, num_devices: int) -> int:
-  """Candidates per query other than its positive: the global or the per-device batch's positives (and hard
-  negatives)."""
+def negatives_per_query(batch_size: int, negatives: str, hard_negatives: bool, num_devices: int,
+                        k: int = 1) -> int:
+  """Candidates per query other than its positive: the global or the per-device batch's positives (and their
+  k hard negatives each)."""
   if negatives not in NEGATIVES:
     raise ValueError(f"negatives={negatives!r}: use one of {NEGATIVES}.")
   rows = batch_size if negatives == "global" else batch_size // num_devices
-  return rows * (2 if hard_negatives else 1) - 1
+  return rows * (1 + (k if hard_negatives else 0)) - 1
 
 
 def _override_text(value: Any) -> str:
@@ -247,10 +249,10 @@ def run_setting(setting: Setting, workdir: str, eval_tasks: Sequence[str], num_d
   tic = time.perf_counter()
   scores = _evaluate(run_dir, eval_tasks, int(c.eval.batch_size))
   row = {"name": setting.name, "batch_size": int(c.batch_size), "negatives": c.negatives,
-         "hard_negatives": bool(c.infonce.hard_negatives),
+         "hard_negatives": bool(c.infonce.hard_negatives), "num_negatives": int(c.data.num_negatives),
          "learnable_temperature": bool(c.infonce.learnable_temperature),
          "negatives_per_query": negatives_per_query(c.batch_size, c.negatives, c.infonce.hard_negatives,
-                                                    num_devices),
+                                                    num_devices, int(c.data.num_negatives)),
          **scores, "num_steps": int(c.num_steps), "examples": int(c.num_steps) * int(c.batch_size),
          "final_loss": float(metrics.get("loss", math.nan)),
          "final_temperature": float(metrics.get("temperature", math.nan)),
@@ -346,7 +348,9 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
 
 
 def variant_label(row: Mapping[str, Any]) -> str:
-  return (f"{'hard negatives' if row['hard_negatives'] else 'in-batch only'}, "
+  k = int(row.get("num_negatives", 1) or 1)
+  hard = "hard negatives" if k == 1 else f"{k} hard negatives"
+  return (f"{hard if row['hard_negatives'] else 'in-batch only'}, "
           f"{'learnable' if row['learnable_temperature'] else 'fixed'} tau")
 
 

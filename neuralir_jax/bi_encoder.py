@@ -7,8 +7,9 @@ shared. A family provides:
   deterministic              no dropout, so no rng is needed;
   text_columns(record_keys)  the columns of the training records to tokenise;
   init_params(rng, pretrained) -> {'encoder': ..., other params};
-  inputs(batch)              -> (ids_NxL, mask_NxL, unstack): every text the model runs on, flat, and a
-                                function turning the model's [N, ...] outputs back into named columns;
+  inputs(batch)              -> ({group: (ids_NxL, mask_NxL)}, unstack): every text the model runs on, in
+                                flat groups (one encoder call each), and a function turning the model's
+                                {group: [N, ...]} outputs back into named columns;
   embed(enc_params, ids_NxL, mask_NxL, rng) -> outputs [N, ...] (what GradCache caches);
   loss(rest, columns, aux, axis_name) -> (loss, metrics) on one device's rows (in shard_map or pmap);
   train_flops(batch, num_devices)      model FLOPs of one global step, for MFU;
@@ -58,15 +59,27 @@ class BiEncoder:
     a one-line error naming what to change when one is missing."""
     return objectives.text_columns(self.config, {f"{k}_ids" for k in keys} | keys)
 
-  def inputs(self, batch: dict) -> tuple[jax.Array, jax.Array, Callable[[jax.Array], dict]]:
-    ids_BxRxL, mask_BxRxL, slices = objectives.stack_texts(
-        batch, objectives.text_columns(self.config, set(batch)))
-    batch_size, rows, length = ids_BxRxL.shape
+  def inputs(self, batch: dict) -> tuple[dict[str, tuple[jax.Array, jax.Array]], Callable[[dict], dict]]:
+    """Text columns grouped by padded length (queries and documents may differ), each group flat:
+    ({group: (ids_NxL, mask_NxL)}, unstack: {group: emb_NxD} -> {column: emb}). One group (one encoder
+    call) when every column has the same length."""
+    columns = objectives.text_columns(self.config, set(batch))
+    by_length: dict[int, list[str]] = {}
+    for c in columns:
+      by_length.setdefault(batch[f"{c}_ids"].shape[-1], []).append(c)
+    texts, shapes = {}, {}
+    for length, group in sorted(by_length.items()):
+      ids_BxRxL, mask_BxRxL, slices = objectives.stack_texts(batch, tuple(group))
+      texts[f"L{length}"] = (ids_BxRxL.reshape(-1, length), mask_BxRxL.reshape(-1, length))
+      shapes[f"L{length}"] = (ids_BxRxL.shape[:2], slices)
 
-    def unstack(emb_NxD):
-      return objectives.split_embeddings(emb_NxD.reshape(batch_size, rows, -1), slices)
+    def unstack(embs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+      columns = {}
+      for name, ((batch_size, rows), slices) in shapes.items():
+        columns.update(objectives.split_embeddings(embs[name].reshape(batch_size, rows, -1), slices))
+      return columns
 
-    return ids_BxRxL.reshape(-1, length), mask_BxRxL.reshape(-1, length), unstack
+    return texts, unstack
 
   def embed(self, params: Any, ids_NxL: jax.Array, mask_NxL: jax.Array, rng: jax.Array | None) -> jax.Array:
     rngs = {} if self.deterministic or rng is None else {"dropout": rng}
@@ -94,8 +107,10 @@ class BiEncoder:
 
   def encoder(self, params: dict, tokenizer: tokenization.Tokenizer) -> encoder_lib.Encoder:
     """The params' encoder (and NLI head, when trained) as an `Encoder`, for evaluation."""
+    prompts = {name: text for name, text in self.config.model.prompts.items() if text}
     return encoder_lib.Encoder(self.encoder_config, params["encoder"], tokenizer,
-                   nli_head=params.get("heads", {}).get("nli"))
+                               nli_head=params.get("heads", {}).get("nli"),
+                               **({"prompts": prompts} if prompts else {}))
 
 
 def resolve_model(config: ml_collections.ConfigDict

@@ -34,6 +34,7 @@ NEGATIVES = ("global", "local")
 STRATEGIES = ("pjit", "pmap")
 DTYPES = ("float32", "bfloat16")
 VIEWS = ("pairs", "triplets", "nli_full", "duplicates")
+SAMPLERS = ("random", "no_duplicates")
 OBJECTIVES = ("nli_softmax", "sts_cosine", "triplet", "infonce")
 
 # ml_collections.config_flags parses `--config.KEY=VALUE` with these (absl) parsers, by the key's type.
@@ -259,11 +260,18 @@ def _check_model_and_data(config: ml_collections.ConfigDict, max_positions: int 
   _choice(config, "model.dtype", DTYPES)
   _number(config, "model.dropout_rate", 0.1, 0, 1, high_open=True)
   _number(config, "data.max_length", 64, 1)
-  if max_positions is not None:
-    _require(config, config.data.max_length <= max_positions, "data.max_length",
-             f"the model has {max_positions} position embeddings; set --config.data.max_length={max_positions} "
-             "or less")
+  _number(config, "data.query_max_length", 32, 0)
+  _number(config, "data.document_max_length", 256, 0)
+  for key in ("data.max_length", "data.query_max_length", "data.document_max_length"):
+    if max_positions is not None:
+      _require(config, _value(config, key) <= max_positions, key,
+               f"the model has {max_positions} position embeddings; set --config.{key}={max_positions} or less")
+  _number(config, "data.num_negatives", 1, 1)
   _choice(config, "data.view", VIEWS)
+  _choice(config, "data.sampler", SAMPLERS)
+  for name in ("query", "document"):
+    _require(config, isinstance(config.model.prompts[name], str), f"model.prompts.{name}",
+             "must be a string (\"\" for no prompt)")
 
 
 def _check_objectives(config: ml_collections.ConfigDict) -> None:
@@ -278,6 +286,24 @@ def _check_objectives(config: ml_collections.ConfigDict) -> None:
                      "--config.objectives.infonce=1.")
   _number(config, "infonce.temperature", 0.05, 0, low_open=True)
   _choice(config, "negatives", NEGATIVES)
+  _check_matryoshka(config)
+
+
+def _check_matryoshka(config: ml_collections.ConfigDict) -> None:
+  dims, weights = tuple(config.matryoshka.dims), tuple(config.matryoshka.weights)
+  if not dims and not weights:
+    return
+  hidden = config.model.bert.hidden_size
+  _require(config, all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= hidden for d in dims),
+           "matryoshka.dims", f"must be integers in [1, {hidden}] (the embedding size), e.g. "
+           f"--config.matryoshka.dims='({hidden}, {hidden // 2}, {hidden // 4})'")
+  _require(config, len(weights) == len(dims), "matryoshka.weights",
+           f"give one weight per dimension of matryoshka.dims={dims}, e.g. ({', '.join('1.0' for _ in dims)})")
+  _require(config, all(isinstance(w, (int, float)) and w >= 0 for w in weights) and any(weights),
+           "matryoshka.weights", "must be numbers >= 0, not all 0")
+  if "nli_softmax" in {k for k, v in config.objectives.items() if v}:
+    raise ValueError("matryoshka.dims with objectives.nli_softmax > 0: the softmax head reads the full "
+                     "embedding; set --config.objectives.nli_softmax=0 or --config.matryoshka.dims='()'.")
 
 
 def _check_parallel(config: ml_collections.ConfigDict, num_devices: int | None) -> None:

@@ -25,14 +25,15 @@ import hashlib
 import importlib
 import logging
 import os
+import sys
+import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 import grain
 import numpy as np
 
 from neuralir_jax import config_lib, readers
-from neuralir_jax.readers import (NLI_LABELS, load_beir, read_nli, read_sts,  # noqa: F401 (re-exported)
-                                  read_triples)
+from neuralir_jax.readers import NLI_LABELS, load_beir, read_nli, read_sts  # noqa: F401 (re-exported)
 from neuralir_jax.tokenization import Tokenizer
 
 SCHEMES = ("tfds", "nli", "sts", "beir", "triples")
@@ -40,6 +41,7 @@ SOURCE_SYNTAX = ("tfds:NAME[/CONFIG]:SPLIT, nli:FILE.jsonl[.gz], sts:FILE.tsv[.g
                  "triples:FILE")
 VIEWS = config_lib.VIEWS
 SCALAR_COLUMNS = {"label": np.int32, "score": np.float32}
+SAMPLERS = config_lib.SAMPLERS
 ENTAILMENT, NEUTRAL, CONTRADICTION = range(3)
 
 
@@ -204,15 +206,17 @@ def _read_pairs(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -
 
 
 def load_records(source_spec: str, view: str, *, seed: int = 0, skip_invalid: bool = False,
-                 tfds_data_dir: str | None = None) -> list[dict]:
+                 tfds_data_dir: str | None = None, num_negatives: int = 1) -> list[dict]:
   """The records of one training view (see the module docstring) of a source string.
 
   `skip_invalid` skips (and counts) bad rows instead of raising `FILE:LINE: ...`; a view that ends up
-  with no record raises a one-line ValueError naming the source.
+  with no record raises a one-line ValueError naming the source. `num_negatives` (k) hard negatives are
+  taken from each triples row (the first k of its list; "negative" is a list when k > 1).
   """
   if view not in VIEWS:
     raise ValueError(f"unknown view {view!r} for {source_spec!r}; use one of {VIEWS}.")
-  records = _view_records(parse_source(source_spec), source_spec, view, seed, skip_invalid, tfds_data_dir)
+  records = _view_records(parse_source(source_spec), source_spec, view, seed, skip_invalid, tfds_data_dir,
+                          num_negatives)
   if not records:
     raise ValueError(f"{source_spec}: view {view!r} gives no records; use another view or source "
                      f"(views: {', '.join(VIEWS)}).")
@@ -220,7 +224,7 @@ def load_records(source_spec: str, view: str, *, seed: int = 0, skip_invalid: bo
 
 
 def _view_records(source: Source, source_spec: str, view: str, seed: int, skip_invalid: bool,
-                  tfds_data_dir: str | None) -> list[dict]:
+                  tfds_data_dir: str | None, num_negatives: int) -> list[dict]:
   if view == "pairs":
     return _read_pairs(source, skip_invalid, tfds_data_dir)
   if view == "duplicates":
@@ -228,8 +232,8 @@ def _view_records(source: Source, source_spec: str, view: str, seed: int, skip_i
   if source.kind in ("triples", "beir") and view == "nli_full":
     raise ValueError(f"{source_spec}: view 'nli_full' needs an NLI source (nli: or tfds:snli...).")
   if source.kind == "triples":
-    rows = read_triples(source.path, skip_invalid)
-    return [{"anchor": r["query"], "positive": r["positive"], "negative": r["negative"]} for r in rows]
+    return tuple_records(readers.read_tuples(source.path, skip_invalid), num_negatives, source.path,
+                         skip_invalid)
   if source.kind == "beir":
     return beir_pairs_view(*load_beir(source.path, source.split, skip_invalid))
   rows = _read_pairs(source, skip_invalid, tfds_data_dir)
@@ -272,14 +276,53 @@ def nli_triplets_view(rows: Sequence[dict], *, seed: int = 0, with_neutral: bool
 
 def beir_pairs_view(corpus: dict[str, str], queries: dict[str, str],
                     qrels: dict[str, dict[str, int]]) -> list[dict]:
-  """One record per (query, relevant document) of the qrels: anchor=query text, positive=document text."""
-  return [{"anchor": queries[qid], "positive": corpus[doc_id]}
+  """One record per (query, relevant document) of the qrels: anchor=query text, positive=document text,
+  with their ids (so that a query's other relevant documents are masked as false negatives)."""
+  return [{"anchor": queries[qid], "positive": corpus[doc_id], "anchor_id": qid, "positive_id": doc_id}
           for qid, docs in qrels.items() for doc_id, grade in docs.items() if grade > 0]
+
+
+def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_invalid: bool) -> list[dict]:
+  """`readers.read_tuples` rows -> one record per (query, positive) with the row's first k negatives.
+
+  Records carry anchor/positive/negative texts and, where the file gives them, anchor_id, positive_id and
+  negative_id (a list when k > 1). A file whose rows have no negatives gives (anchor, positive) records; a
+  row with fewer than k negatives raises `FILE:LINE` (or is skipped and counted with skip_invalid).
+  """
+  if num_negatives < 1:
+    raise ValueError(f"data.num_negatives={num_negatives}: use 1 or more.")
+  with_negatives = any(r["negatives"] for r in rows)
+  records, short = [], 0
+  for r in rows:
+    if with_negatives and len(r["negatives"]) < num_negatives:
+      if not skip_invalid:
+        raise ValueError(f"{path}:{r['line']}: {len(r['negatives'])} negatives, but data.num_negatives="
+                         f"{num_negatives}; lower data.num_negatives, or set data.skip_invalid=true to skip "
+                         "such rows (counted).")
+      short += 1
+      continue
+    for j, positive in enumerate(r["positives"]):
+      record = {"anchor": r["query"], "positive": positive}
+      if r["query_id"] is not None:
+        record["anchor_id"] = r["query_id"]
+      if r["positive_ids"] is not None:
+        record["positive_id"] = r["positive_ids"][j]
+      if with_negatives:
+        negatives, ids = r["negatives"][:num_negatives], r["negative_ids"]
+        record["negative"] = negatives[0] if num_negatives == 1 else list(negatives)
+        if ids is not None:
+          record["negative_id"] = ids[0] if num_negatives == 1 else list(ids[:num_negatives])
+      records.append(record)
+  if short:
+    logging.warning("%s: skipped %d of %d rows with fewer than data.num_negatives=%d negatives "
+                    "(skip_invalid=True); %d records.", path, short, len(rows), num_negatives, len(records))
+  return records
 
 
 def _texts_of(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -> list[str]:
   if source.kind == "triples":
-    return [r[k] for r in read_triples(source.path, skip_invalid) for k in readers.TRIPLE_FIELDS]
+    return [t for r in readers.read_tuples(source.path, skip_invalid)
+            for t in [r["query"], *r["positives"], *r["negatives"]]]
   if source.kind == "beir":
     corpus, queries, _ = load_beir(source.path, source.split, skip_invalid)
     return list(queries.values()) + [t for t in corpus.values() if t]
@@ -304,42 +347,175 @@ def duplicates_view(texts: Sequence[str]) -> list[dict]:
 # Training iterator.
 
 
-def text_hash(text: str) -> int:
-  """Stable int32 hash of the stripped, lowercased text (same text -> same hash, across runs and hosts)."""
-  digest = hashlib.blake2b(text.strip().lower().encode("utf-8"), digest_size=4).digest()
+def key_hash(key: str) -> int:
+  """Stable int32 hash of a string (same string -> same hash, across runs and hosts)."""
+  digest = hashlib.blake2b(key.encode("utf-8"), digest_size=4).digest()
   return int(np.frombuffer(digest, np.int32)[0])
 
 
-class _TokenizeBatch(grain.transforms.Map):
-  """A global batch of records -> this process's numpy batch dict; all text columns padded to one length.
+def text_hash(text: str) -> int:
+  """Stable int32 hash of the stripped, lowercased text."""
+  return key_hash(text.strip().lower())
 
-  The padded length is the bucket of the longest sequence of the *global* batch, so every process gets the
-  same shape (needed to assemble a global array); each process therefore tokenises the whole global batch,
-  and keeps rows [offset, offset + local).
+
+def id_hash(identifier: str) -> int:
+  """Stable int32 hash of a document or query id (a namespace apart from text hashes)."""
+  return key_hash("\x1fid:" + identifier)
+
+
+DOCUMENT_COLUMNS = ("positive", "negative", "neutral")
+
+
+def attach_hashes(records: Sequence[dict], columns: Sequence[str]) -> list[dict]:
+  """Copies of the records with `_hashes`: the int32 hash of each text column's id (or its text when not
+  every record has an id for it), and `judged_hash`, the hashes of every positive of the record's query.
+
+  A query's positives are gathered over all records with the same anchor (id or text), so a candidate that
+  is another judged positive of the query is masked as a false negative, not scored as a negative.
+  Documents are compared by id only when every positive and negative has one (else all by text).
+  """
+  docs = [c for c in columns if c in DOCUMENT_COLUMNS]
+  has_ids = {c: all(f"{c}_id" in r for r in records) for c in columns}
+  doc_ids = all(has_ids[c] for c in docs)
+
+  def hashes(r, c):
+    by_id = doc_ids if c in DOCUMENT_COLUMNS else has_ids[c]
+    values = r[f"{c}_id"] if by_id else r[c]
+    fn = id_hash if by_id else text_hash
+    return [fn(v) for v in values] if isinstance(values, list) else fn(values)
+
+  out = [dict(r, _hashes={f"{c}_hash": hashes(r, c) for c in columns}) for r in records]
+  if "anchor" in columns and "positive" in columns:
+    judged: dict[int, list[int]] = {}
+    for r in out:
+      group = judged.setdefault(r["_hashes"]["anchor_hash"], [])
+      if r["_hashes"]["positive_hash"] not in group:
+        group.append(r["_hashes"]["positive_hash"])
+    width = max(len(g) for g in judged.values())
+    for r in out:
+      group = judged[r["_hashes"]["anchor_hash"]]
+      r["_hashes"]["judged_hash"] = group + [r["_hashes"]["positive_hash"]] * (width - len(group))
+  return out
+
+
+class _TokenizeBatch(grain.transforms.Map):
+  """A global batch of records -> this process's numpy batch dict.
+
+  Columns with the same max length (queries vs documents may differ) are tokenised together and padded to
+  one length: the bucket of the longest sequence of the *global* batch, so every process gets the same
+  shape (needed to assemble a global array); each process therefore tokenises the whole global batch, and
+  keeps rows [offset, offset + local). A column whose records hold a list of k texts gives [B, k, L].
+  Prompts (column -> text) are prepended before tokenisation.
   """
 
-  def __init__(self, tokenizer: Tokenizer, columns: Sequence[str], scalars: Sequence[str], max_length: int,
-               buckets: Sequence[int] | None, offset: int, local: int):
+  def __init__(self, tokenizer: Tokenizer, columns: Sequence[str], scalars: Sequence[str],
+               max_lengths: dict[str, int], prompts: dict[str, str], buckets: Sequence[int] | None,
+               offset: int, local: int):
     self.tokenizer, self.columns, self.scalars = tokenizer, tuple(columns), tuple(scalars)
-    self.max_length, self.buckets = max_length, buckets
+    self.max_lengths, self.prompts, self.buckets = max_lengths, prompts, buckets
     self.offset, self.local = offset, local
 
   def map(self, records: Sequence[dict]) -> dict[str, np.ndarray]:
-    texts = [r[c] for c in self.columns for r in records]
-    if self.buckets is None:
-      ids, mask = self.tokenizer(texts, max_length=self.max_length, pad_to=self.max_length)
-    else:
-      ids, mask = self.tokenizer(texts, max_length=self.max_length, buckets=self.buckets)
     n, lo, hi = len(records), self.offset, self.offset + self.local
     mine = records[lo:hi]
     batch = {}
-    for i, c in enumerate(self.columns):
-      batch[f"{c}_ids"] = ids[i * n + lo:i * n + hi]
-      batch[f"{c}_mask"] = mask[i * n + lo:i * n + hi]
-      batch[f"{c}_hash"] = np.array([text_hash(r[c]) for r in mine], np.int32)
+    for max_length in sorted(set(self.max_lengths[c] for c in self.columns)):
+      group = [c for c in self.columns if self.max_lengths[c] == max_length]
+      texts, counts = [], []
+      for c in group:
+        prompt = self.prompts.get(c, "")
+        values = [r[c] if isinstance(r[c], list) else [r[c]] for r in records]
+        counts.append(len(values[0]))
+        texts += [prompt + t for v in values for t in v]
+      if self.buckets is None:
+        ids, mask = self.tokenizer(texts, max_length=max_length, pad_to=max_length)
+      else:
+        ids, mask = self.tokenizer(texts, max_length=max_length, buckets=self.buckets)
+      start = 0
+      for c, k in zip(group, counts):
+        shape = (n, ids.shape[-1]) if not isinstance(records[0][c], list) else (n, k, ids.shape[-1])
+        batch[f"{c}_ids"] = ids[start:start + n * k].reshape(shape)[lo:hi]
+        batch[f"{c}_mask"] = mask[start:start + n * k].reshape(shape)[lo:hi]
+        start += n * k
+    for name in mine[0]["_hashes"]:
+      batch[name] = np.array([r["_hashes"][name] for r in mine], np.int32)
     for s in self.scalars:
       batch[s] = np.array([r[s] for r in mine], SCALAR_COLUMNS[s])
     return batch
+
+
+class NoDuplicateBatches:
+  """Global batches of record indices in which no two records share a query or a positive document.
+
+  sentence-transformers' NoDuplicatesBatchSampler, made deterministic and resumable: epoch e visits the
+  records in a permutation seeded by (seed, e); each batch takes, in that order, the first records whose
+  query and positive are not in the batch yet. Records that fit no full batch of epoch e open epoch e + 1
+  (none is lost; the last epoch's leftovers of a finite run are logged). `batch(step)` is a pure function
+  of (records, seed, step), so any process and any resumed run sees the same batches.
+  """
+
+  def __init__(self, keys: Sequence[tuple[int, int]], global_batch_size: int, seed: int):
+    self._keys, self._size, self._seed = list(keys), global_batch_size, seed
+    self._epochs: list[tuple[int, list[int]]] = []  # (first global step, leftover indices) per epoch.
+    self._plan: tuple[int, list[list[int]]] | None = None  # (epoch, its batches).
+    self._lock = threading.Lock()
+
+  def _build(self, epoch: int, carried: list[int]) -> tuple[list[list[int]], list[int]]:
+    order = carried + np.random.default_rng([self._seed, epoch]).permutation(len(self._keys)).tolist()
+    remaining = dict.fromkeys(range(len(order)))  # Positions in `order`: one record may appear twice.
+    batches = []
+    while len(remaining) >= self._size:
+      seen, taken = set(), []
+      for pos in remaining:
+        query, doc = self._keys[order[pos]]
+        if ("q", query) in seen or ("d", doc) in seen:
+          continue
+        seen.update((("q", query), ("d", doc)))
+        taken.append(pos)
+        if len(taken) == self._size:
+          break
+      if len(taken) < self._size:
+        break
+      batches.append([order[pos] for pos in taken])
+      for pos in taken:
+        del remaining[pos]
+    return batches, [order[pos] for pos in remaining]
+
+  def epoch_of(self, step: int) -> tuple[int, list[list[int]]]:
+    """(epoch, its batches) for the epoch that holds global step `step`."""
+    with self._lock:
+      if self._plan is not None:
+        epoch, batches = self._plan
+        first = self._epochs[epoch][0]
+        if first <= step < first + len(batches):
+          return self._plan
+      epoch, first, carried = 0, 0, []
+      while True:  # Replays the epochs' leftovers from the start: cheap next to tokenising.
+        batches, leftover = self._build(epoch, carried)
+        if not batches:
+          raise ValueError(f"no_duplicates sampler: the records cannot fill one batch of {self._size} "
+                           "with distinct queries and positives; lower batch_size or use data.sampler=random.")
+        if len(self._epochs) <= epoch:
+          self._epochs.append((first, leftover))
+        if step < first + len(batches):
+          self._plan = (epoch, batches)
+          return self._plan
+        epoch, first, carried = epoch + 1, first + len(batches), leftover
+
+  def batch(self, step: int) -> list[int]:
+    epoch, batches = self.epoch_of(step)
+    return batches[step - self._epochs[epoch][0]]
+
+  def num_batches(self, num_epochs: int) -> int:
+    """Global batches in num_epochs epochs (the last epoch's leftovers are logged, not trained on)."""
+    total, carried = 0, []
+    for epoch in range(num_epochs):
+      batches, carried = self._build(epoch, carried)
+      total += len(batches)
+    if carried:
+      logging.warning("no_duplicates sampler: %d records of the last epoch fit no full batch of %d "
+                      "(distinct queries and positives) and are not trained on.", len(carried), self._size)
+    return total
 
 
 class TrainIterator(Iterator[dict]):
@@ -392,13 +568,19 @@ class TrainIterator(Iterator[dict]):
 def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, columns: Sequence[str],
                         global_batch_size: int, seed: int, max_length: int,
                         buckets: Sequence[int] | None = None, process_index: int = 0,
-                        process_count: int = 1, num_epochs: int | None = None) -> TrainIterator:
+                        process_count: int = 1, num_epochs: int | None = None,
+                        max_lengths: dict[str, int] | None = None, prompts: dict[str, str] | None = None,
+                        sampler: str = "random") -> TrainIterator:
   """Batches of `records` for one process (see `TrainIterator`).
 
-  Each batch holds, for every text column c, `c_ids`/`c_mask` int32[B, L] (L: the bucket of the global
-  batch's longest sequence, the same in every process, or max_length when buckets is None) and `c_hash`
-  int32[B]; plus `label` int32[B] and `score` float32[B] when the records have them. num_epochs=None
-  repeats forever; a finite num_epochs ends after the last full global batch.
+  Each batch holds, for every text column c, `c_ids`/`c_mask` int32[B, L] ([B, k, L] for a column of k
+  texts per record; L: the bucket of the global batch's longest sequence of c's length group, the same in
+  every process, or its max length when buckets is None) and `c_hash` int32[B] (or [B, k]: the text's id or
+  text hash); `judged_hash` int32[B, P] (every positive of the record's query) when the records have anchor
+  and positive; plus `label` int32[B] and `score` float32[B] when the records have them. max_lengths and
+  prompts override max_length and add prompts per column. sampler "random" shuffles every epoch;
+  "no_duplicates" keeps two records of one query or positive out of a global batch (`NoDuplicateBatches`).
+  num_epochs=None repeats forever; a finite num_epochs ends after the last full global batch.
   """
   if global_batch_size <= 0 or global_batch_size % process_count:
     raise ValueError(f"global_batch_size {global_batch_size} is not a positive multiple of the "
@@ -408,6 +590,8 @@ def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, column
   if len(records) < global_batch_size:
     raise ValueError(f"{len(records)} records are fewer than one global batch of {global_batch_size}; "
                      "lower global_batch_size or add data.")
+  if sampler not in SAMPLERS:
+    raise ValueError(f"data.sampler={sampler!r}: use one of {SAMPLERS}.")
   columns = tuple(columns)
   missing = [c for c in columns if c not in records[0]]
   if missing:
@@ -417,20 +601,42 @@ def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, column
                      f"Pick columns from those (or load another view){hint}.")
   scalars = [s for s in SCALAR_COLUMNS if s in records[0]]
   local = global_batch_size // process_count
-  stream = grain.MapDataset.source(list(records)).shuffle(seed=seed).repeat(num_epochs)
-  num_batches = len(stream) // global_batch_size  # len(stream) is sys.maxsize when repeating forever.
+  records = attach_hashes(records, columns)
+  lengths = {c: (max_lengths or {}).get(c) or max_length for c in columns}
+
+  if sampler == "random":
+    stream = grain.MapDataset.source(records).shuffle(seed=seed).repeat(num_epochs)
+    num_batches = len(stream) // global_batch_size  # len(stream) is sys.maxsize when repeating forever.
+
+    def batch_indices(step: int, start: int, count: int) -> list[dict]:
+      return [stream[i] for i in range(step * global_batch_size + start,
+                                       step * global_batch_size + start + count)]
+  else:
+    query, doc = (("anchor_hash", "positive_hash") if {"anchor", "positive"} <= set(columns)
+                  else (f"{columns[0]}_hash", f"{columns[-1]}_hash"))
+    plan = NoDuplicateBatches([(r["_hashes"][query], r["_hashes"][doc]) for r in records],
+                              global_batch_size, seed)
+    num_batches = (plan.num_batches(num_epochs) if num_epochs is not None
+                   else sys.maxsize // global_batch_size)
+
+    def batch_indices(step: int, start: int, count: int) -> list[dict]:
+      return [records[i] for i in plan.batch(step)[start:start + count]]
 
   # Without buckets every process reads and tokenises only its own slice of each global batch; with
-  # buckets it tokenises the whole global batch so that all processes agree on the padded length.
+  # buckets (or several length groups) it tokenises the whole global batch so that all processes agree on
+  # the padded lengths.
   slice_only = buckets is None
 
   def batch_records(step: int) -> list[dict]:
-    start = step * global_batch_size + (process_index * local if slice_only else 0)
-    return [stream[i] for i in range(start, start + (local if slice_only else global_batch_size))]
+    if slice_only:
+      return batch_indices(step, process_index * local, local)
+    return batch_indices(step, 0, global_batch_size)
 
   batches = (grain.MapDataset.range(num_batches).map(batch_records)
-             .map(_TokenizeBatch(tokenizer, columns, scalars, max_length, buckets,
+             .map(_TokenizeBatch(tokenizer, columns, scalars, lengths, dict(prompts or {}), buckets,
                                  offset=0 if slice_only else process_index * local, local=local)))
   fingerprint = {"seed": seed, "global_batch_size": global_batch_size, "num_records": len(records),
                  "columns": list(columns), "num_epochs": num_epochs}
+  if sampler != "random":  # Absent for "random": states saved before samplers existed still resume.
+    fingerprint["sampler"] = sampler
   return TrainIterator(batches, fingerprint)

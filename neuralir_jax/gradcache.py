@@ -94,13 +94,15 @@ def accumulate_chunk_grads(embed_fn: EmbedFn, params: Any, ids_BxL: jax.Array, m
 
 def grad_cache_value_and_grad(embed_fn: EmbedFn, loss_fn: Callable, enc_params: Any, other_params: Any,
                               texts: dict[str, tuple[jax.Array, jax.Array]],
-                              rngs: dict[str, jax.Array | None], chunk_size: int, num_shards: int = 1,
-                              chunk_sharding=None):
+                              rngs: dict[str, jax.Array | None], chunk_size: int | dict[str, int],
+                              num_shards: int = 1, chunk_sharding=None):
   """((loss, aux), (enc_grads, other_grads)) of loss_fn(other_params, {column: emb_BxD}) -> (loss, aux).
 
-  texts maps a column to (ids_BxL, mask_BxL); each column is embedded and back-propagated on its own.
+  texts maps a column to (ids_BxL, mask_BxL); each column is embedded and back-propagated on its own, in
+  chunks of chunk_size rows per device (one size, or one per column).
   """
-  chunks = {c: num_chunks_for(ids.shape[0], num_shards, chunk_size) for c, (ids, _) in texts.items()}
+  sizes = chunk_size if isinstance(chunk_size, dict) else {c: chunk_size for c in texts}
+  chunks = {c: num_chunks_for(ids.shape[0], num_shards, sizes[c]) for c, (ids, _) in texts.items()}
   embs = {c: jax.lax.stop_gradient(chunked_embed(embed_fn, enc_params, ids, mask, rngs[c], chunks[c],
                                                  num_shards, chunk_sharding))
           for c, (ids, mask) in texts.items()}

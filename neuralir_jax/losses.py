@@ -72,8 +72,13 @@ def temperature_from_log(log_temperature: jax.Array) -> jax.Array:
 
 
 def false_negative_mask(target_hash_B: jax.Array, cand_hash_C: jax.Array, labels_B: jax.Array) -> jax.Array:
-  """True where candidate c has the same text as query b's positive, except the positive itself."""
-  same_BxC = target_hash_B[:, None] == cand_hash_C[None, :]
+  """True where candidate c is one of query b's positives (same id or text hash), except its label.
+
+  target_hash_B: each query's positive; or [B, P]: all P judged positives of each query (padded with
+  repeats), so that a query's other relevant documents are not scored as its negatives.
+  """
+  targets_BxP = target_hash_B if target_hash_B.ndim == 2 else target_hash_B[:, None]
+  same_BxC = jnp.any(targets_BxP[:, :, None] == cand_hash_C[None, None, :], axis=1)
   is_label_BxC = jnp.arange(cand_hash_C.shape[0])[None, :] == labels_B[:, None]
   return same_BxC & ~is_label_BxC
 
@@ -136,18 +141,21 @@ def contrastive_loss(q_bxD: jax.Array, pos_bxD: jax.Array, neg_bxKxD: jax.Array 
                      temperature: jax.Array | float = 0.05, axis_name: str | None = None,
                      negatives: str = "global", symmetric: bool = False,
                      q_hash_b: jax.Array | None = None, pos_hash_b: jax.Array | None = None,
-                     neg_hash_bxK: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                     neg_hash_bxK: jax.Array | None = None,
+                     judged_hash_bxP: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """InfoNCE of this device's queries against local or gathered candidates -> (loss, negatives per query).
 
   The loss is this device's mean; `pmean` it over axis_name for the global-batch loss. Hashes (optional)
-  mask candidates whose text equals the query's positive (symmetric term: queries equal to the positive's
-  query). Negatives per query: candidates - 1 - masked, e.g. global_B * (1 + k) - 1 with nothing masked.
+  mask candidates that are the query's positive (by id or text), or any of its judged positives when
+  judged_hash_bxP is given (symmetric term: queries equal to the positive's query). Negatives per query:
+  candidates - 1 - masked, e.g. global_B * (1 + k) - 1 with nothing masked.
   """
   if (neg_bxKxD is None) != (neg_hash_bxK is None) and pos_hash_b is not None:
     raise ValueError("pass neg_hash_bxK with neg_bxKxD (or no hashes at all).")
   cand_CxD, labels_b, hash_C = gather_candidates(pos_bxD, neg_bxKxD, pos_hash_b, neg_hash_bxK,
                                                  axis_name=axis_name, negatives=negatives)
-  mask_bxC = None if hash_C is None else false_negative_mask(pos_hash_b, hash_C, labels_b)
+  targets = pos_hash_b if judged_hash_bxP is None else judged_hash_bxP
+  mask_bxC = None if hash_C is None else false_negative_mask(targets, hash_C, labels_b)
   loss = infonce(q_bxD, cand_CxD, labels_b, temperature, mask_bxC)
   masked = 0.0 if mask_bxC is None else jnp.mean(mask_bxC.sum(-1).astype(jnp.float32))
   negatives_per_query = jnp.float32(cand_CxD.shape[0] - 1) - masked

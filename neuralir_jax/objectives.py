@@ -137,7 +137,33 @@ def objective_losses(config: ml_collections.ConfigDict, rest: dict, embs: dict[s
 
   rest: params other than the encoder; embs: column -> [b, D] ([b * k, D] for "negative"); aux: the batch's
   labels, scores and hashes. InfoNCE gathers candidates over axis_name when negatives == "global".
+  With matryoshka.dims (Kusupati et al., 2022; sentence-transformers' MatryoshkaLoss) the objectives run on
+  the first d dimensions of every embedding (re-normalised when model.normalize) for each d, and the loss
+  is the weighted sum over d; metrics are those of the largest d, plus `loss/NAME@d` for every d.
   """
+  dims = tuple(config.matryoshka.dims)
+  if not dims:
+    return _objective_losses(config, rest, embs, aux, axis_name)
+  total, metrics = 0.0, {}
+  for d, weight in sorted(zip(dims, config.matryoshka.weights), reverse=True):
+    loss, metrics_d = _objective_losses(
+        config, rest, {c: truncate(e, d, config.model.normalize) for c, e in embs.items()}, aux, axis_name)
+    total = total + weight * loss
+    metrics = metrics or dict(metrics_d)
+    metrics.update({f"{k}@{d}": v for k, v in metrics_d.items() if k.startswith("loss/")})
+  return total, metrics
+
+
+def truncate(emb_NxD: jax.Array, dim: int, normalize: bool) -> jax.Array:
+  """The first `dim` dimensions, L2-normalised again when the encoder normalises (cosine stays cosine)."""
+  emb = emb_NxD[..., :dim]
+  if not normalize or dim == emb_NxD.shape[-1]:
+    return emb
+  norm = jnp.linalg.norm(emb.astype(jnp.float32), axis=-1, keepdims=True)
+  return (emb / jnp.maximum(norm, 1e-12)).astype(emb_NxD.dtype)
+
+
+def _objective_losses(config, rest, embs, aux, axis_name):
   objectives = enabled(config)
   keys = set(aux) | {f"{c}_ids" for c in embs}
   total, metrics = 0.0, {}
@@ -176,9 +202,10 @@ def _infonce(config, rest, embs, aux, axis_name):
   neg = embs["negative"].reshape(b, -1, dim) if config.infonce.hard_negatives else None
   has_hash = "anchor_hash" in aux and "positive_hash" in aux and (neg is None or "negative_hash" in aux)
   hashes = {}
-  if has_hash:
+  if has_hash and config.infonce.mask_false_negatives:
     hashes = dict(q_hash_b=aux["anchor_hash"], pos_hash_b=aux["positive_hash"],
-                  neg_hash_bxK=None if neg is None else aux["negative_hash"].reshape(b, -1))
+                  neg_hash_bxK=None if neg is None else aux["negative_hash"].reshape(b, -1),
+                  judged_hash_bxP=aux.get("judged_hash"))
   return losses.contrastive_loss(
       q, embs["positive"], neg, temperature=temperature_of(config, rest), axis_name=axis_name,
       negatives=config.negatives, symmetric=bool(config.infonce.symmetric), **hashes)

@@ -310,6 +310,86 @@ def read_triples(path: str, skip_invalid: bool = False) -> Rows:
   return _collect(path, rows, parse, skip_invalid)
 
 
+def _text_list(row: dict, key: str, allow_empty: bool) -> list[str]:
+  value = row[key]
+  if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    raise RowError(f"field '{key}' must be a list of strings")
+  if not value and not allow_empty:
+    raise RowError(f"field '{key}' is an empty list; give at least one text")
+  if any(not v.strip() for v in value):
+    raise RowError(f"empty text in '{key}'; remove it or fill in the text")
+  return value
+
+
+def _id_list(row: dict, list_key: str, single_key: str, count: int, texts_key: str) -> list[str] | None:
+  """Ids of the texts in row[texts_key]: row[list_key] (a list) or row[single_key] (one text), else None."""
+  if list_key in row:
+    ids = row[list_key]
+    if not isinstance(ids, list) or not all(isinstance(i, (str, int)) for i in ids):
+      raise RowError(f"field '{list_key}' must be a list of ids (strings or integers)")
+  elif single_key in row and count == 1:
+    ids = [row[single_key]]
+    if not isinstance(ids[0], (str, int)):
+      raise RowError(f"field '{single_key}' must be a string or an integer id")
+  else:
+    return None
+  if len(ids) != count:
+    raise RowError(f"'{list_key}' has {len(ids)} ids for {count} texts in '{texts_key}'; give one id per text")
+  return [str(i) for i in ids]
+
+
+def read_tuples(path: str, skip_invalid: bool = False) -> Rows:
+  """Training n-tuples: a triples TSV (query/positive/negative) or JSONL rows with one query and its texts.
+
+  A JSONL row has `query` (and optional `query_id`), `positive` or a list `positives` (ids: `pos_id` or
+  `positive_ids`), and optionally `negative` or a list `negatives` (ids: `neg_id` or `negative_ids`) in the
+  order they are to be used (`neuralir mine` writes them best-scored first). Returns rows
+  {line, query, query_id, positives, positive_ids, negatives, negative_ids}; ids are None when absent.
+  """
+  def parse_json(row):
+    query = _text(row, "query")
+    query_id = row.get("query_id")
+    if query_id is not None and not isinstance(query_id, (str, int)):
+      raise RowError("field 'query_id' must be a string or an integer")
+    if "positives" in row:
+      positives, positive_key = _text_list(row, "positives", allow_empty=False), "positives"
+    elif "positive" in row:
+      positives, positive_key = [_text(row, "positive")], "positive"
+    else:
+      raise RowError("missing field 'positive' (or a list 'positives'); every row needs a relevant text")
+    if "negatives" in row:
+      negatives, negative_key = _text_list(row, "negatives", allow_empty=True), "negatives"
+    elif "negative" in row:
+      negatives, negative_key = [_text(row, "negative")], "negative"
+    else:
+      negatives, negative_key = [], "negatives"
+    return {"query": query, "query_id": None if query_id is None else str(query_id),
+            "positives": positives,
+            "positive_ids": _id_list(row, "positive_ids", "pos_id", len(positives), positive_key),
+            "negatives": negatives,
+            "negative_ids": _id_list(row, "negative_ids", "neg_id", len(negatives), negative_key)}
+
+  def parse_tsv(row):
+    return {"query": _text(row, "query"), "query_id": None, "positives": [_text(row, "positive")],
+            "positive_ids": None, "negatives": [_text(row, "negative")], "negative_ids": None}
+
+  def numbered(lines):  # _collect passes parse() the raw row only; keep its line number beside it.
+    return ((line, (line, raw)) for line, raw in lines)
+
+  def keep_line(parse):
+    def wrapped(item):
+      line, raw = item
+      if isinstance(raw, RowError):
+        raise raw
+      return {"line": line, **parse(raw)}
+    return wrapped
+
+  if path.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+    return _collect(path, numbered(_json_lines(path)), keep_line(_checked(parse_json)), skip_invalid)
+  _, rows = _tsv_lines(path, _require(TRIPLE_FIELDS))
+  return _collect(path, numbered(rows), keep_line(parse_tsv), skip_invalid)
+
+
 def read_beir_corpus(path: str, skip_invalid: bool = False) -> dict[str, str]:
   """corpus.jsonl -> {doc_id: (title + " " + text).strip()}; empty documents are kept and counted."""
   seen: set[str] = set()

@@ -78,27 +78,27 @@ def _loss_and_grads(family, params, batch, step_rng, loss_fn, axis_name, num_sha
 
   loss_fn(rest, columns, aux) is the family's loss, already wrapped for the strategy.
   """
-  ids_NxL, mask_NxL, unstack = family.inputs(batch)
+  texts, unstack = family.inputs(batch)
   examples = next(v for k, v in batch.items() if k.endswith("_ids")).shape[0]
-  texts_per_example = ids_NxL.shape[0] // examples
   aux = {k: v for k, v in batch.items() if not (k.endswith("_ids") or k.endswith("_mask"))}
   rng = _dropout_rng(family, step_rng, axis_name)
+  # One group keeps the step's rng (the masks of runs before groups existed); further groups fold in.
+  rngs = {g: rng if rng is None or i == 0 else jax.random.fold_in(rng, i) for i, g in enumerate(texts)}
   rest = {k: v for k, v in params.items() if k != "encoder"}
 
-  def loss_of(rest, emb_NxD):
-    return loss_fn(rest, unstack(emb_NxD), aux)
+  def loss_of(rest, embs):
+    return loss_fn(rest, unstack(embs), aux)
 
   chunk_size = family.config.grad_cache.chunk_size
   if chunk_size:  # Chunks of chunk_size examples (all their texts) per device.
+    rows = {g: chunk_size * (ids.shape[0] // examples) for g, (ids, _) in texts.items()}
     (loss, metrics), (enc_grads, rest_grads) = gradcache.grad_cache_value_and_grad(
-        family.embed, lambda r, e: loss_of(r, e["texts"]), params["encoder"], rest,
-        {"texts": (ids_NxL, mask_NxL)}, {"texts": rng}, chunk_size * texts_per_example, num_shards,
-        chunk_sharding)
+        family.embed, loss_of, params["encoder"], rest, texts, rngs, rows, num_shards, chunk_sharding)
     return (loss, metrics), {"encoder": enc_grads, **rest_grads}
 
   def plain_loss(params):
-    emb_NxD = family.embed(params["encoder"], ids_NxL, mask_NxL, rng)
-    return loss_of({k: v for k, v in params.items() if k != "encoder"}, emb_NxD)
+    embs = {g: family.embed(params["encoder"], ids, mask, rngs[g]) for g, (ids, mask) in texts.items()}
+    return loss_of({k: v for k, v in params.items() if k != "encoder"}, embs)
 
   return jax.value_and_grad(plain_loss, has_aux=True)(params)
 

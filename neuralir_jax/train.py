@@ -105,15 +105,24 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def make_iterator(config: ml_collections.ConfigDict, family, tokenizer: tokenization.Tokenizer
                   ) -> data.TrainIterator:
-  """This process's resumable batches of `config.data.train`: the columns the family's objectives read."""
+  """This process's resumable batches of `config.data.train`: the columns the family's objectives read,
+  anchors with the query length and prompt, positives and negatives with the document ones."""
   records = data.load_records(config.data.train, config.data.view, seed=config.seed,
                               skip_invalid=config.data.skip_invalid,
-                              tfds_data_dir=config.data.tfds_data_dir or None)
+                              tfds_data_dir=config.data.tfds_data_dir or None,
+                              num_negatives=config.data.num_negatives)
   columns = family.text_columns(set(records[0]))
+  query_length = config.data.query_max_length or config.data.max_length
+  document_length = config.data.document_max_length or config.data.max_length
+  max_lengths = {c: query_length if c == "anchor" else document_length
+                 for c in columns if c == "anchor" or c in data.DOCUMENT_COLUMNS}
+  prompts = {c: config.model.prompts.query if c == "anchor" else config.model.prompts.document
+             for c in max_lengths}
   return data.make_train_iterator(
       records, tokenizer, columns=columns, global_batch_size=config.batch_size, seed=config.seed,
       max_length=config.data.max_length, buckets=tuple(config.data.buckets) or None,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count(), max_lengths=max_lengths,
+      prompts={c: p for c, p in prompts.items() if p}, sampler=config.data.sampler)
 
 
 def _finite(metrics: dict, step: int, workdir: str, mngr) -> dict[str, float]:

@@ -26,7 +26,8 @@ def _config(settings, **ablation_fields):
 
 
 def _row(name, b, neg, hn, lt, npq, sp, nd, secs):
-  return {"name": name, "batch_size": b, "negatives": neg, "hard_negatives": hn, "learnable_temperature": lt,
+  return {"name": name, "batch_size": b, "negatives": neg, "hard_negatives": hn, "num_negatives": 1,
+          "learnable_temperature": lt,
           "negatives_per_query": npq, "stsb_dev/spearman": sp, "cranfield/ndcg@10": nd, "num_steps": 60,
           "examples": 60 * b, "final_loss": 1.25, "final_temperature": 0.05,
           "logged_negatives_per_query": float(npq), "train_seconds": secs, "eval_seconds": 2.0}
@@ -46,6 +47,8 @@ def test_negatives_per_query_formula():
   assert ablation.negatives_per_query(64, "local", True, 8) == 15
   assert ablation.negatives_per_query(64, "local", False, 8) == 7
   assert ablation.negatives_per_query(4096, "local", True, 1) == 8191
+  assert ablation.negatives_per_query(32, "global", True, 8, k=4) == 159  # 32 positives + 32 * 4 negatives.
+  assert ablation.negatives_per_query(32, "global", False, 8, k=4) == 31
   with pytest.raises(ValueError, match="negatives='both'"):
     ablation.negatives_per_query(64, "both", True, 8)
 
@@ -59,6 +62,7 @@ def test_default_grid_covers_four_axes_and_builds_configs():
   assert axes["negatives"] == ["global", "local"]
   assert axes["infonce.hard_negatives"] == [False, True]
   assert axes["infonce.learnable_temperature"] == [False, True]
+  assert axes["data.num_negatives"] == [1]
   by_name = {s.name: s.config for s in settings}
   local = by_name["b128_local_hn_fixed"]
   assert (local.batch_size, local.negatives, local.infonce.hard_negatives) == (128, "local", True)
@@ -79,7 +83,8 @@ def test_full_variant_keeps_examples_equal():
   assert max(s.config.batch_size for s in settings) == 4096
   assert {s.config.num_steps * s.config.batch_size for s in settings} == {c.ablation.examples_per_run}
   axes = ablation.grid_axes(settings)
-  assert all(len(v) >= 2 for v in axes.values())
+  # NLI has one contradiction per premise, so k (data.num_negatives) is an axis of retrieval grids only.
+  assert all(len(v) >= 2 for axis, v in axes.items() if axis != "data.num_negatives")
   with pytest.raises(ValueError, match="unknown variant"):
     config_lib.load_config(CONFIG + ":huge")
 
@@ -148,12 +153,12 @@ def test_results_csv_golden(tmp_path):
   path = tmp_path / "results.csv"
   ablation.write_results_csv(ROWS[:2] + ROWS[3:], str(path), ["stsb_dev/spearman", "cranfield/ndcg@10"])
   assert path.read_text() == (
-      "name,batch_size,negatives,hard_negatives,learnable_temperature,negatives_per_query,"
+      "name,batch_size,negatives,hard_negatives,num_negatives,learnable_temperature,negatives_per_query,"
       "stsb_dev/spearman,cranfield/ndcg@10,num_steps,examples,final_loss,final_temperature,"
       "logged_negatives_per_query,train_seconds,eval_seconds\n"
-      "b16_global_hn_fixed,16,global,True,False,31,0.412346,0.1,60,960,1.25,0.05,31,30.1235,2\n"
-      "b128_global_hn_fixed,128,global,True,False,255,0.55,0.2,60,7680,1.25,0.05,255,61,2\n"
-      "b16_global_nohn_learnt,16,global,False,True,15,0.3,0.05,60,960,1.25,0.05,15,nan,2\n")
+      "b16_global_hn_fixed,16,global,True,1,False,31,0.412346,0.1,60,960,1.25,0.05,31,30.1235,2\n"
+      "b128_global_hn_fixed,128,global,True,1,False,255,0.55,0.2,60,7680,1.25,0.05,255,61,2\n"
+      "b16_global_nohn_learnt,16,global,False,1,True,15,0.3,0.05,60,960,1.25,0.05,15,nan,2\n")
 
 
 def test_results_csv_keeps_unknown_keys_and_blanks_missing_cells(tmp_path):
@@ -162,8 +167,8 @@ def test_results_csv_keeps_unknown_keys_and_blanks_missing_cells(tmp_path):
   ablation.write_results_csv(rows, str(path), ["stsb_dev/spearman"])
   lines = path.read_text().splitlines()
   assert lines[0].split(",")[-1] == "extra"
-  assert lines[1] == ",".join(["a", "8"] + [""] * 12 + ["1"])  # 6 setting + 1 metric + 7 run columns.
-  assert lines[2] == ",".join(["b"] + [""] * 5 + ["0.5"] + [""] * 8)
+  assert lines[1] == ",".join(["a", "8"] + [""] * 13 + ["1"])  # 7 setting + 1 metric + 7 run columns.
+  assert lines[2] == ",".join(["b"] + [""] * 6 + ["0.5"] + [""] * 8)
 
 
 def test_format_table_golden():
@@ -227,6 +232,6 @@ def test_two_tiny_settings_end_to_end(tmp_path, monkeypatch):
   assert all(np.isfinite(r["final_loss"]) and -1 <= r["sick_trial/spearman"] <= 1 for r in rows)
   assert rows[1]["final_temperature"] != pytest.approx(0.05, abs=1e-9)  # Learnt.
   lines = (tmp_path / "results.csv").read_text().splitlines()
-  assert len(lines) == 3 and lines[1].startswith("g,16,global,True,False,31,")
+  assert len(lines) == 3 and lines[1].startswith("g,16,global,True,1,False,31,")
   assert (tmp_path / "ablation.png").stat().st_size > 0
   assert ablation.run_ablation(c, str(tmp_path)) == rows  # Rerun: finished runs are reused, not retrained.

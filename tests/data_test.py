@@ -93,8 +93,9 @@ def test_triples_and_beir_views():
   assert len(triples) == 100 and triples[0]["anchor"] == "is a little caffeine ok during pregnancy"
   beir = data.load_records(f"beir:{DATA}/retrieval/scifact:test", "triplets")
   corpus, queries, qrels = readers.load_beir(f"{DATA}/retrieval/scifact", "test")
-  assert len(beir) == 339 and set(beir[0]) == {"anchor", "positive"}
-  assert beir[0] == {"anchor": queries["1"], "positive": corpus["31715818"]}
+  assert len(beir) == 339 and set(beir[0]) == {"anchor", "positive", "anchor_id", "positive_id"}
+  assert beir[0] == {"anchor": queries["1"], "positive": corpus["31715818"], "anchor_id": "1",
+                     "positive_id": "31715818"}
   with pytest.raises(ValueError, match=r"view 'nli_full' needs an NLI source"):
     data.load_records(f"triples:{DATA}/triples/msmarco_toy_triples.tsv", "nli_full")
   with pytest.raises(ValueError, match=r"groups NLI labels, but this source has STS scores"):
@@ -174,7 +175,8 @@ def _assert_same(batches_a, batches_b):
 def test_batch_contents_and_buckets(triplets, tokenizer):
   by_hash = {tuple(data.text_hash(r[c]) for c in COLUMNS): r for r in triplets}
   for batch in _take(_iterator(triplets, tokenizer), 4):
-    assert set(batch) == {f"{c}_{s}" for c in COLUMNS for s in ("ids", "mask", "hash")}
+    assert set(batch) == {f"{c}_{s}" for c in COLUMNS for s in ("ids", "mask", "hash")} | {"judged_hash"}
+    assert all(p in judged for p, judged in zip(batch["positive_hash"], batch["judged_hash"]))
     length = batch["anchor_ids"].shape[1]
     keys = zip(*(batch[f"{c}_hash"].tolist() for c in COLUMNS))
     records = [by_hash[k] for k in keys]

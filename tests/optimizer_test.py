@@ -88,3 +88,23 @@ def test_warmup_fraction_rounds_up_as_the_hugging_face_trainer_does():
     hf = TrainingArguments.get_warmup_steps(types.SimpleNamespace(warmup_steps=0.1), num_steps)
     assert optimizer.warmup_steps_of(config.optimizer, num_steps) == hf, num_steps
   assert optimizer.warmup_steps_of(config.optimizer, 45) == 5  # round() gave 4.
+
+
+def test_every_step_of_the_schedule_equals_the_trainers():
+  """The learning rate of each of configs/scifact.py's 29 updates, first (0) and last included, equals
+  `get_linear_schedule_with_warmup` with the Trainer's warmup rounding (the reference's schedule)."""
+  import types
+
+  import torch
+  from transformers import TrainingArguments, get_linear_schedule_with_warmup
+  c = config_lib.load_config(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "scifact.py"))
+  _, schedule = optimizer.make_optimizer(c.optimizer, c.num_steps)
+  opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=c.optimizer.learning_rate)
+  warmup = TrainingArguments.get_warmup_steps(types.SimpleNamespace(warmup_steps=c.optimizer.warmup_fraction),
+                                              c.num_steps)
+  reference = get_linear_schedule_with_warmup(opt, warmup, c.num_steps)
+  for step in range(c.num_steps):
+    np.testing.assert_allclose(float(schedule(step)), opt.param_groups[0]["lr"], rtol=1e-6, atol=1e-12,
+                               err_msg=f"step {step}")
+    opt.step()
+    reference.step()
