@@ -1,5 +1,9 @@
 """`Encoder`: texts -> sentence embeddings, with the semantics of `SentenceTransformer.encode`.
 
+Prompts are sentence-transformers': named texts (`prompts`, at least "query" and "document", "" when unset)
+prepended to each text before tokenisation, pooled with it; `encode_query` / `encode_document` pick the
+query / document prompt as ST does. `truncate_dim` keeps the first D dimensions of the model's (normalised,
+when it normalises) embeddings, not re-normalised: Matryoshka truncation as `SentenceTransformer.encode`.
 Texts are sorted by token length (longest first, as sentence-transformers does), tokenised with truncation
 to the model's max length, padded to a length bucket and the batch padded to a fixed number of rows, so one
 `encode` call compiles a handful of shapes whatever the texts. The batch axis is sharded over all local
@@ -12,8 +16,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
+import numbers
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +36,9 @@ EmbedFn = Callable[[Any, jax.Array, jax.Array], jax.Array]  # (params, ids_BxL, 
 # exact per-batch padding, vs 1.49x with DEFAULT_BUCKETS).
 ENCODE_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 _IN_FLIGHT = 3  # Batches dispatched ahead of the host copy; overlaps tokenisation with compute.
+# Prompt names every SentenceTransformer has ("" unless set), and the ones its encode_document tries in order.
+DEFAULT_PROMPT_NAMES = ("query", "document")
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
 
 class Encoder:
@@ -37,13 +46,22 @@ class Encoder:
 
   nli_head: the Sentence-BERT softmax classifier's params ({'kernel', 'bias'}) when the encoder was trained
   with it (None otherwise); step: the training step of a workdir checkpoint (None for a model directory).
+  prompts: name -> text prepended to the texts (merged over {"query": "", "document": ""}, as ST);
+  default_prompt_name: the prompt `encode` uses when given none; truncate_dim: `encode`'s default D.
   """
 
   def __init__(self, config: model_lib.EncoderConfig, params: dict, tokenizer: tokenization.Tokenizer,
                dtype: Any = jnp.float32, devices: Sequence[jax.Device] | None = None,
                buckets: Sequence[int] = ENCODE_BUCKETS, nli_head: dict | None = None,
-               step: int | None = None):
+               step: int | None = None, prompts: Mapping[str, str | None] | None = None,
+               default_prompt_name: str | None = None, truncate_dim: int | None = None):
     self.config = config
+    self.prompts = _check_prompts(prompts)
+    if default_prompt_name is not None and default_prompt_name not in self.prompts:
+      raise ValueError(f"default_prompt_name={default_prompt_name!r} is not a prompt name; known: "
+                       f"{list(self.prompts)}.")
+    self.default_prompt_name = default_prompt_name
+    self.truncate_dim = None if truncate_dim is None else self.check_truncate_dim(truncate_dim)
     self.nli_head = None if nli_head is None else jax.device_get(nli_head)
     self.step = step
     self.tokenizer = tokenizer
@@ -55,12 +73,42 @@ class Encoder:
     self._replicated = NamedSharding(self.mesh, P())
     self._sharded = NamedSharding(self.mesh, P("data"))
     self.params = jax.device_put(params, self._replicated)
-    self._embed_fns: dict[bool, EmbedFn] = {}
-    self.num_traces = 0  # Shapes compiled so far (one per (rows, bucket, normalize)); tests bound it.
+    self._embed_fns: dict[tuple, EmbedFn] = {}
+    # Shapes compiled so far (one per (rows, bucket, normalize, truncate_dim)); tests bound it.
+    self.num_traces = 0
 
   @property
   def dim(self) -> int:
-    return self.config.bert.hidden_size
+    """Size of `encode`'s embeddings: truncate_dim when set, else the hidden size (ST's
+    get_embedding_dimension)."""
+    return self.truncate_dim or self.config.bert.hidden_size
+
+  def check_truncate_dim(self, truncate_dim: Any) -> int:
+    """truncate_dim as an int in [1, hidden size], or a one-line ValueError."""
+    hidden = self.config.bert.hidden_size
+    if (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, numbers.Integral)
+        or not 1 <= truncate_dim <= hidden):
+      raise ValueError(f"truncate_dim={truncate_dim!r}: pass an integer from 1 to {hidden} (this model's "
+                       "embedding size).")
+    return int(truncate_dim)
+
+  def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+    """The text prepended to every text, as ST's `_resolve_prompt`: `prompt` wins over `prompt_name`; with
+    neither, the default prompt (or none)."""
+    if prompt is not None:
+      if not isinstance(prompt, str):
+        raise TypeError(f"prompt is {type(prompt).__name__}: pass a string.")
+      if prompt_name is not None:
+        logging.warning("Both prompt and prompt_name=%r given: prompt_name is ignored.", prompt_name)
+      return prompt
+    if prompt_name is not None:
+      if prompt_name not in self.prompts:
+        raise ValueError(f"prompt_name={prompt_name!r} is not one of this model's prompts: "
+                         f"{list(self.prompts)}.")
+      return self.prompts[prompt_name]
+    if self.default_prompt_name is not None:
+      return self.prompts[self.default_prompt_name]
+    return ""
 
   @property
   def max_seq_length(self) -> int:
@@ -74,19 +122,23 @@ class Encoder:
     """
     return self._embed_fn(self.config.normalize)
 
-  def _embed_fn(self, normalize: bool) -> EmbedFn:
-    if normalize not in self._embed_fns:
+  def _embed_fn(self, normalize: bool, truncate_dim: int | None = None,
+                normalize_truncated: bool = False) -> EmbedFn:
+    """(model embedding, normalised if `normalize`)[:, :truncate_dim], then re-normalised if asked."""
+    key = (normalize, truncate_dim, normalize_truncated)
+    if key not in self._embed_fns:
       config = dataclasses.replace(self.config, normalize=normalize)
       module = model_lib.SentenceEncoder(config, dtype=self.dtype)
 
       def embed(params, ids_BxL, mask_BxL):
         self.num_traces += 1  # Runs at trace time only.
-        return module.apply({"params": params}, ids_BxL, mask_BxL)
+        emb_BxD = module.apply({"params": params}, ids_BxL, mask_BxL)[:, :truncate_dim]
+        return model_lib.l2_normalize(emb_BxD) if normalize_truncated else emb_BxD
 
-      self._embed_fns[normalize] = jax.jit(
+      self._embed_fns[key] = jax.jit(
           embed, in_shardings=(self._replicated, self._sharded, self._sharded),
           out_shardings=self._sharded)
-    return self._embed_fns[normalize]
+    return self._embed_fns[key]
 
   def batch_rows(self, num_texts: int, batch_size: int) -> int:
     """Rows a batch of `num_texts` is padded to: batch_size, or the next power of two for a short call."""
@@ -94,23 +146,36 @@ class Encoder:
     return -(-rows // len(self.devices)) * len(self.devices)
 
   def encode(self, texts: str | Sequence[str], batch_size: int = 64, normalize: bool | None = None,
-             show_progress: bool = False) -> np.ndarray:
-    """Embeddings float32 [n, dim] in input order ([dim] for a single string), as SentenceTransformer.encode.
+             show_progress: bool = False, *, prompt_name: str | None = None, prompt: str | None = None,
+             truncate_dim: int | None = None) -> np.ndarray:
+    """Embeddings float32 [n, D] in input order ([D] for a single string), as SentenceTransformer.encode.
 
-    normalize: None follows the model directory (its Normalize module); True/False forces it.
+    prompt_name / prompt: see `resolve_prompt`; truncate_dim: D (None: self.truncate_dim, else the hidden
+    size). normalize: None follows the model directory (its Normalize module, applied before truncation);
+    True L2-normalises the truncated embeddings (ST's normalize_embeddings); False skips normalisation.
     """
     single = isinstance(texts, str)
     texts = [texts] if single else _check_texts(texts)
     if not isinstance(batch_size, int) or batch_size < 1:
       raise ValueError(f"batch_size={batch_size!r}: pass a positive integer.")
-    normalize = self.config.normalize if normalize is None else bool(normalize)
+    prompt = self.resolve_prompt(prompt_name, prompt)
+    hidden = self.config.bert.hidden_size
+    truncate_dim = self.truncate_dim if truncate_dim is None else truncate_dim
+    dim = hidden if truncate_dim is None else self.check_truncate_dim(truncate_dim)
+    truncated = dim < hidden
+    if normalize is None:
+      fn = self._embed_fn(self.config.normalize, dim if truncated else None)
+    elif normalize and truncated:
+      fn = self._embed_fn(False, dim, normalize_truncated=True)
+    else:
+      fn = self._embed_fn(bool(normalize), dim if truncated else None)
     if not texts:
-      return np.zeros((0, self.dim), np.float32)
+      return np.zeros((0, dim), np.float32)
     max_length = self.config.max_seq_length
-    token_ids = self.tokenizer.token_ids(texts, max_length)  # Tokenised once: sorted, then padded per batch.
+    # Tokenised once (prompt included, as ST pools over it): sorted, then padded per batch.
+    token_ids = self.tokenizer.token_ids([prompt + t for t in texts] if prompt else texts, max_length)
     lengths = np.array([len(x) for x in token_ids])
     order = np.argsort(-lengths, kind="stable")
-    fn = self._embed_fn(normalize)
     starts = range(0, len(texts), batch_size)
     if show_progress:
       import tqdm
@@ -127,27 +192,66 @@ class Encoder:
       if len(pending) > _IN_FLIGHT:
         done.append(_to_host(*pending.popleft()))
     done.extend(_to_host(*p) for p in pending)
-    out = np.empty((len(texts), self.dim), np.float32)
+    out = np.empty((len(texts), dim), np.float32)
     out[order] = np.concatenate(done)
     return out[0] if single else out
+
+  def encode_query(self, texts: str | Sequence[str], batch_size: int = 64, normalize: bool | None = None,
+                   show_progress: bool = False, *, prompt_name: str | None = None, prompt: str | None = None,
+                   truncate_dim: int | None = None) -> np.ndarray:
+    """`encode` with the "query" prompt unless a prompt is given (ST's encode_query)."""
+    if prompt_name is None and prompt is None and "query" in self.prompts:
+      prompt_name = "query"
+    return self.encode(texts, batch_size, normalize, show_progress, prompt_name=prompt_name, prompt=prompt,
+                       truncate_dim=truncate_dim)
+
+  def encode_document(self, texts: str | Sequence[str], batch_size: int = 64, normalize: bool | None = None,
+                      show_progress: bool = False, *, prompt_name: str | None = None,
+                      prompt: str | None = None, truncate_dim: int | None = None) -> np.ndarray:
+    """`encode` with the first of the "document", "passage", "corpus" prompts unless a prompt is given (ST's
+    encode_document)."""
+    if prompt_name is None and prompt is None:
+      prompt_name = next((name for name in DOCUMENT_PROMPT_NAMES if name in self.prompts), None)
+    return self.encode(texts, batch_size, normalize, show_progress, prompt_name=prompt_name, prompt=prompt,
+                       truncate_dim=truncate_dim)
 
   def predict_nli(self, premises: Sequence[str], hypotheses: Sequence[str], batch_size: int = 128) -> np.ndarray:
     """NLI logits [n, 3] (entailment, neutral, contradiction) from the trained softmax head."""
     if self.nli_head is None:
       raise ValueError("this encoder has no NLI head: train with objectives.nli_softmax > 0 to get one.")
-    u = self.encode(list(premises), batch_size=batch_size)
-    v = self.encode(list(hypotheses), batch_size=batch_size)
+    full = self.config.bert.hidden_size  # The head was trained on untruncated embeddings.
+    u = self.encode(list(premises), batch_size=batch_size, truncate_dim=full)
+    v = self.encode(list(hypotheses), batch_size=batch_size, truncate_dim=full)
     return np.asarray(losses.nli_logits(self.nli_head, jnp.asarray(u), jnp.asarray(v)))
 
   def save_pretrained(self, output_dir: str, overwrite: bool = False) -> None:
-    """Writes a HF + sentence-transformers directory (see hf_io.save_hf_directory)."""
-    hf_io.save_hf_directory(output_dir, self.config, self.params, self.tokenizer, overwrite=overwrite)
+    """Writes a HF + sentence-transformers directory, prompts and truncate_dim included (see
+    hf_io.save_hf_directory)."""
+    hf_io.save_hf_directory(output_dir, self.config, self.params, self.tokenizer, overwrite=overwrite,
+                            step=self.step, prompts=self.prompts,
+                            default_prompt_name=self.default_prompt_name, truncate_dim=self.truncate_dim)
 
   def __repr__(self) -> str:
     bert = self.config.bert
+    prompts = {name: text for name, text in self.prompts.items() if text}
     return (f"Encoder(layers={bert.num_hidden_layers}, dim={self.dim}, pooling={self.config.pooling!r}, "
             f"normalize={self.config.normalize}, max_seq_length={self.config.max_seq_length}, "
-            f"dtype={jnp.dtype(self.dtype).name}, devices={len(self.devices)})")
+            f"dtype={jnp.dtype(self.dtype).name}, devices={len(self.devices)}"
+            + (f", prompts={prompts}" if prompts else "") + ")")
+
+
+def _check_prompts(prompts: Mapping[str, str | None] | None) -> dict[str, str]:
+  """{"query": "", "document": "", **prompts} with None as "" (as ST), or a TypeError naming the entry."""
+  out = dict.fromkeys(DEFAULT_PROMPT_NAMES, "")
+  if prompts is None:
+    return out
+  if not isinstance(prompts, Mapping):
+    raise TypeError(f"prompts is {type(prompts).__name__}: pass a dict of prompt name -> prompt text.")
+  for name, text in prompts.items():
+    if not isinstance(name, str) or not (text is None or isinstance(text, str)):
+      raise TypeError(f"prompts[{name!r}] = {text!r}: prompt names and texts must be strings.")
+    out[name] = text or ""
+  return out
 
 
 def _check_texts(texts: Any) -> list[str]:
@@ -174,16 +278,22 @@ def _to_host(count: int, emb: jax.Array) -> np.ndarray:
   return np.asarray(emb, np.float32)[:count]
 
 
-def load_encoder(path: str, dtype: Any = jnp.float32, step: int | None = None) -> Encoder:
-  """Encoder from a HF / sentence-transformers directory, or from a training workdir (has checkpoints/;
-  its latest checkpoint, or `step`)."""
+def load_encoder(path: str, dtype: Any = jnp.float32, step: int | None = None,
+                 truncate_dim: int | None = None) -> Encoder:
+  """Encoder from a HF / sentence-transformers directory (with the prompts, default prompt and truncate_dim
+  of its config_sentence_transformers.json), or from a training workdir (has checkpoints/; its latest
+  checkpoint, or `step`; the prompts of its config's model.prompts). `truncate_dim` overrides the saved one."""
   path = os.fspath(path)
   if workdir.is_workdir(path):
     trained = workdir.read(path, step)
     config = model_lib.encoder_config(trained.config["model"])
     return Encoder(config, trained.params["encoder"], tokenization.Tokenizer(trained.tokenizer_dir),
-                   dtype=dtype, nli_head=trained.params.get("heads", {}).get("nli"), step=trained.step)
+                   dtype=dtype, nli_head=trained.params.get("heads", {}).get("nli"), step=trained.step,
+                   prompts=trained.prompts, truncate_dim=truncate_dim)
   if step is not None:
     raise ValueError(f"{path} is a model directory, not a training workdir: drop --step.")
   config, params, tokenizer = hf_io.load_hf_directory(path)
-  return Encoder(config, params, tokenizer, dtype=dtype)
+  settings = hf_io.read_encode_settings(path, config)
+  if truncate_dim is not None:
+    settings["truncate_dim"] = truncate_dim
+  return Encoder(config, params, tokenizer, dtype=dtype, **settings)

@@ -6,7 +6,9 @@ slice) and a memo cache (a corpus searched with exact search and ScaNN is encode
 `{task: results}` with JSON-safe values (no NaN or inf). `evaluate_task` is its per-task worker and takes a
 plain callable `encode_fn(texts: list[str]) -> np.ndarray [n, d]`, so this module does not depend on the
 model code. Similarity is the cosine: embeddings are L2-normalised here (a no-op for encoders that already
-normalise).
+normalise), after `truncate_dim` (Matryoshka) truncation when asked, as sentence-transformers' evaluators.
+Queries are not documents: retrieval encodes queries with the encoder's "query" prompt and the corpus with
+its "document" prompt (ST's encode_query / encode_document); STS and NLI sentences get no prompt name.
 
   * STS: Spearman and Pearson correlation (0-1 scale) of cosine(sentence1, sentence2) with the gold score.
   * Retrieval (BEIR): encode corpus and queries, top-k search (exact or ScaNN, see `search`), trec_eval
@@ -44,7 +46,11 @@ _CACHE_OWNER = "encoder"  # Key of the encoder that filled an encode_cache (othe
 
 
 class TaskEncoder(Protocol):
-  """What `evaluate_tasks` needs of an encoder (e.g. `encoder.Encoder`)."""
+  """What `evaluate_tasks` needs of an encoder (e.g. `encoder.Encoder`).
+
+  Optional: `encode_query` / `encode_document` (same signature as `encode`; with prompts, as ST's), used
+  for retrieval queries and corpora when present; `truncate_dim` (the encoder's own), which keys the cache.
+  """
   nli_head: Any  # None, or the trained NLI softmax head's params (then `predict_nli` works).
 
   def encode(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray: ...
@@ -52,29 +58,43 @@ class TaskEncoder(Protocol):
   def predict_nli(self, premises: list[str], hypotheses: list[str]) -> np.ndarray: ...
 
 
-def _encode(encode_fn: EncodeFn, texts: list[str], what: str) -> np.ndarray:
-  """Calls the encoder and checks its output: [len(texts), d], finite."""
+def check_truncate_dim(truncate_dim: Any) -> int | None:
+  """None, or a positive int (checked against the embeddings' size once they exist)."""
+  if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
+                                   or truncate_dim < 1):
+    raise ValueError(f"truncate_dim={truncate_dim!r}: pass a positive integer (or None for no truncation)")
+  return truncate_dim
+
+
+def _encode(encode_fn: EncodeFn, texts: list[str], what: str, truncate_dim: int | None = None) -> np.ndarray:
+  """Calls the encoder and checks its output: [len(texts), d], finite; then keeps the first truncate_dim."""
   emb = np.asarray(encode_fn(list(texts)), dtype=np.float32)
   if emb.ndim != 2 or emb.shape[0] != len(texts):
     raise ValueError(f"encode_fn returned shape {emb.shape} for {len(texts)} {what}; "
                      f"it must return one embedding per text, [n, d]")
   if not np.all(np.isfinite(emb)):
     raise ValueError(f"encode_fn returned NaN or inf embeddings for {what}; check the model weights")
+  if check_truncate_dim(truncate_dim) is not None:
+    if truncate_dim > emb.shape[1]:
+      raise ValueError(f"truncate_dim={truncate_dim} is larger than the {emb.shape[1]} dimensions of the "
+                       f"embeddings of {what}; pass at most {emb.shape[1]}")
+    emb = emb[:, :truncate_dim]
   return emb
 
 
-def memoized(encode_fn: EncodeFn, cache: dict | None = None) -> EncodeFn:
+def memoized(encode_fn: EncodeFn, cache: dict | None = None, key: Any = None) -> EncodeFn:
   """encode_fn that embeds a given list of texts only once (e.g. one corpus searched two ways).
 
-  `cache` (optional) is the dict that keeps the embeddings, so it can outlive this function.
+  `cache` (optional) is the dict that keeps the embeddings, so it can outlive this function; entries are
+  `(key, texts)`, so encode functions that differ (e.g. by prompt) can share one cache with distinct keys.
   """
   cache = {} if cache is None else cache
 
   def encode(texts):
-    key = tuple(texts)
-    if key not in cache:
-      cache[key] = encode_fn(list(texts))
-    return cache[key]
+    entry = (key, tuple(texts))
+    if entry not in cache:
+      cache[entry] = encode_fn(list(texts))
+    return cache[entry]
 
   return encode
 
@@ -85,8 +105,10 @@ def l2_normalize(x_NxD: np.ndarray) -> np.ndarray:
   return (x_NxD / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def evaluate_sts(encode_fn: EncodeFn, records: Sequence[Mapping[str, Any]], name: str = "STS records") -> dict:
-  """Spearman/Pearson of cosine similarity vs gold `score`; each distinct sentence is encoded once.
+def evaluate_sts(encode_fn: EncodeFn, records: Sequence[Mapping[str, Any]], name: str = "STS records", *,
+                 truncate_dim: int | None = None) -> dict:
+  """Spearman/Pearson of cosine similarity vs gold `score`; each distinct sentence is encoded once (and
+  truncated to `truncate_dim` dimensions when given).
 
   Raises a ValueError naming `name` when a correlation is undefined (all gold scores, or all cosines,
   equal), so no NaN ever reaches the results.
@@ -104,7 +126,7 @@ def evaluate_sts(encode_fn: EncodeFn, records: Sequence[Mapping[str, Any]], name
                      f"{gold_P[0]:g}); evaluate on pairs with different gold scores")
   sentences = list(dict.fromkeys(s for r in records for s in (r["sentence1"], r["sentence2"])))
   position = {s: i for i, s in enumerate(sentences)}
-  emb_NxD = l2_normalize(_encode(encode_fn, sentences, "STS sentences"))
+  emb_NxD = l2_normalize(_encode(encode_fn, sentences, "STS sentences", truncate_dim))
   a_PxD = emb_NxD[[position[r["sentence1"]] for r in records]]
   b_PxD = emb_NxD[[position[r["sentence2"]] for r in records]]
   cosine_P = np.sum(a_PxD * b_PxD, axis=1)
@@ -187,14 +209,19 @@ def evaluate_retrieval(
     index_dir: str | None = None,
     exclude_self: bool = False,
     return_run: bool = False,
+    query_encode_fn: EncodeFn | None = None,
+    truncate_dim: int | None = None,
 ) -> dict:
   """Encodes, searches the top `k` and scores with trec_eval metrics (see `ir_metrics`).
 
-  Only queries that appear in `qrels` are encoded. `exclude_self` (off by default) drops a document whose id
-  equals the query id from that query's results, for corpora that contain copies of their queries; the
-  results then hold `excluded_judged`, the number of such documents that qrels judge for their query (a
-  warning is logged when it is not 0: ids such as Cranfield's are shared by unrelated queries and
-  documents). With `return_run`, the run `{qid: {docid: score}}` is returned under "run".
+  `encode_fn` embeds the corpus, and the queries unless `query_encode_fn` is given (e.g. with a query
+  prompt). `truncate_dim` keeps the first D dimensions before normalising, so scores are cosines of the
+  truncated embeddings (ST's InformationRetrievalEvaluator). Only queries that appear in `qrels` are
+  encoded. `exclude_self` (off by default) drops a document whose id equals the query id from that query's
+  results, for corpora that contain copies of their queries; the results then hold `excluded_judged`, the
+  number of such documents that qrels judge for their query (a warning is logged when it is not 0: ids such
+  as Cranfield's are shared by unrelated queries and documents). With `return_run`, the run
+  `{qid: {docid: score}}` is returned under "run".
   """
   if index not in INDEXES:
     raise ValueError(f"unknown index {index!r}; use one of {INDEXES}")
@@ -206,8 +233,9 @@ def evaluate_retrieval(
     raise ValueError("the corpus is empty; nothing to retrieve")
   doc_ids, query_ids = list(corpus), list(qrels)
   t0 = time.perf_counter()
-  docs_NxD = l2_normalize(_encode(encode_fn, [corpus[d] for d in doc_ids], "documents"))
-  q_QxD = l2_normalize(_encode(encode_fn, [queries[q] for q in query_ids], "queries"))
+  docs_NxD = l2_normalize(_encode(encode_fn, [corpus[d] for d in doc_ids], "documents", truncate_dim))
+  q_QxD = l2_normalize(_encode(query_encode_fn or encode_fn, [queries[q] for q in query_ids], "queries",
+                               truncate_dim))
   encode_seconds = time.perf_counter() - t0
   # One spare result per query so that dropping the query's own id still leaves k documents.
   k_search = k + int(exclude_self and any(q in corpus for q in query_ids))
@@ -241,9 +269,15 @@ def evaluate_task(
     predict_fn: PredictFn | None = None,
     exclude_self: bool = False,
     tfds_data_dir: str | None = None,
+    query_encode_fn: EncodeFn | None = None,
+    document_encode_fn: EncodeFn | None = None,
+    truncate_dim: int | None = None,
 ) -> dict:
   """Runs one task string: `sts:FILE.tsv[.gz]`, `beir:DIR[:SPLIT]` (`split` overrides), `nli:FILE.jsonl[.gz]`
   (needs `predict_fn`), or a `tfds:` source of STS pairs (score) or NLI pairs (label).
+
+  Retrieval encodes queries with `query_encode_fn` and the corpus with `document_encode_fn` (each defaults
+  to `encode_fn`, which STS uses); embeddings are truncated to `truncate_dim` (STS and retrieval).
 
   Returns `{"task": task, metric: value, ...}` with JSON-safe values (a NaN or inf raises instead).
   """
@@ -252,16 +286,17 @@ def evaluate_task(
   source = data.parse_source(task)
   if source.kind == "beir":
     corpus, queries, qrels = data.load_beir(source.path, split or source.split or "test")
-    out = evaluate_retrieval(encode_fn, corpus, queries, qrels, index=index, k=k, scann_config=scann_config,
-                             index_dir=index_dir, exclude_self=exclude_self)
+    out = evaluate_retrieval(document_encode_fn or encode_fn, corpus, queries, qrels, index=index, k=k,
+                             scann_config=scann_config, index_dir=index_dir, exclude_self=exclude_self,
+                             query_encode_fn=query_encode_fn, truncate_dim=truncate_dim)
   elif source.kind == "sts":
-    out = evaluate_sts(encode_fn, data.read_sts(source.path), name=source.path)
+    out = evaluate_sts(encode_fn, data.read_sts(source.path), name=source.path, truncate_dim=truncate_dim)
   elif source.kind == "nli":
     out = _nli(predict_fn, lambda: data.read_nli(source.path), task)
   elif source.kind == "tfds":
     rows = data.load_records(task, "pairs", tfds_data_dir=tfds_data_dir)
     if rows and "score" in rows[0]:
-      out = evaluate_sts(encode_fn, rows, name=task)
+      out = evaluate_sts(encode_fn, rows, name=task, truncate_dim=truncate_dim)
     else:
       out = _nli(predict_fn, lambda: rows, task)
   else:
@@ -334,31 +369,48 @@ def evaluate_tasks(
     show_progress: bool = False,
     encode_cache: dict | None = None,
     tfds_data_dir: str | None = None,
+    truncate_dim: int | None = None,
 ) -> dict[str, dict]:
   """Evaluates `encoder` on every task string; returns `{task: {metric: value, ...}}`, JSON-safe.
 
   All tasks are checked (`check_tasks`) before anything is encoded. Texts are encoded with
   `encoder.encode(texts, batch_size, show_progress)` across processes (each process its slice, all-gathered;
-  every process must call this with the same tasks) and memoised: a list of texts is encoded once per call,
-  or once across calls that pass the same `encode_cache` dict (one dict per encoder: e.g. exact search then
-  ScaNN in two calls). NLI tasks use `encoder.predict_nli` and need `encoder.nli_head`.
+  every process must call this with the same tasks), retrieval queries with `encoder.encode_query` and
+  corpora with `encoder.encode_document` when it has them (its "query" / "document" prompts), and memoised
+  per method (and encoder truncate_dim): a list of texts is encoded once per call, or once across calls that
+  pass the same `encode_cache` dict (one dict per encoder: e.g. exact search then ScaNN, or several
+  `truncate_dim`s, since the cache holds the embeddings before this truncation). NLI tasks use
+  `encoder.predict_nli` and need `encoder.nli_head`.
   """
   from neuralir_jax import distributed  # Lazy: jax multi-host utilities.
 
   if index not in INDEXES:
     raise ValueError(f"unknown index {index!r}; use one of {INDEXES}")
+  dim = getattr(encoder, "dim", None)
+  if check_truncate_dim(truncate_dim) is not None and isinstance(dim, int) and truncate_dim > dim:
+    raise ValueError(f"truncate_dim={truncate_dim} is larger than the model's {dim}-dimensional embeddings; "
+                     f"pass at most {dim}")
   has_head = getattr(encoder, "nli_head", None) is not None
   check_tasks(tasks, split=split, tfds_data_dir=tfds_data_dir, has_nli_head=has_head)
   cache = {} if encode_cache is None else encode_cache
   if cache.setdefault(_CACHE_OWNER, encoder) is not encoder:
     raise ValueError("encode_cache holds the embeddings of another encoder; pass a new dict for each encoder")
 
-  def encode_local(texts: list[str]) -> np.ndarray:
-    return encoder.encode(texts, batch_size=batch_size, show_progress=show_progress)
+  def encode_fn(method: str) -> EncodeFn:
+    """Memoised `encoder.<method>` (encode_query / encode_document when it has them, else encode)."""
+    method = method if callable(getattr(encoder, method, None)) else "encode"
+    bound = getattr(encoder, method)
 
-  encode_fn = memoized(lambda texts: distributed.encode_across_processes(encode_local, texts), cache)
+    def encode_local(texts: list[str]) -> np.ndarray:
+      return bound(texts, batch_size=batch_size, show_progress=show_progress)
+
+    # The method picks the prompt; the encoder's own truncate_dim shapes its output: both key the cache.
+    key = (method, getattr(encoder, "truncate_dim", None))
+    return memoized(lambda texts: distributed.encode_across_processes(encode_local, texts), cache, key)
+
   predict_fn = encoder.predict_nli if has_head else None
-  return {task: evaluate_task(encode_fn, task, split=split, index=index, scann_config=scann_config,
+  return {task: evaluate_task(encode_fn("encode"), task, split=split, index=index, scann_config=scann_config,
                               index_dir=index_dir, predict_fn=predict_fn, exclude_self=exclude_self,
-                              tfds_data_dir=tfds_data_dir)
+                              tfds_data_dir=tfds_data_dir, query_encode_fn=encode_fn("encode_query"),
+                              document_encode_fn=encode_fn("encode_document"), truncate_dim=truncate_dim)
           for task in tasks}

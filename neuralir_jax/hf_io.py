@@ -2,9 +2,11 @@
 
 `load_hf_directory` reads a BERT-family checkpoint directory (`config.json`, `model.safetensors` or a
 `pytorch_model.bin` loaded with `weights_only=True`, the fast tokenizer, and the sentence-transformers
-files that say how tokens are pooled) into our params tree. `save_hf_directory` writes the inverse: a
-directory that `transformers.BertModel.from_pretrained` loads with no missing or unexpected keys and that
-`sentence_transformers.SentenceTransformer` loads into the same sentence encoder, plus a marker file
+files that say how tokens are pooled) into our params tree; `read_encode_settings` reads the prompts,
+default prompt and truncate_dim of `config_sentence_transformers.json`. `save_hf_directory` writes the
+inverse: a directory that `transformers.BertModel.from_pretrained` loads with no missing or unexpected keys
+and that `sentence_transformers.SentenceTransformer` loads into the same sentence encoder (prompts, so
+`encode_query` / `encode_document`, and truncate_dim included), plus a marker file
 (`neuralir_export.json`) by which a later export recognises the directory as its own to overwrite. Every
 problem with a directory is reported as one `ModelDirectoryError` line naming the file or key and what to
 change.
@@ -16,7 +18,7 @@ import importlib.metadata
 import json
 import os
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -286,6 +288,39 @@ def read_max_seq_length(path: str, bert: model_lib.BertConfig) -> int:
   return int(min(length, bert.max_position_embeddings))
 
 
+def read_encode_settings(path: str, config: model_lib.EncoderConfig) -> dict[str, Any]:
+  """`Encoder` keyword arguments from `config_sentence_transformers.json`: prompts, default_prompt_name and
+  truncate_dim, as SentenceTransformer reads them ({} prompts etc. when the file is absent)."""
+  file = os.path.join(path, "config_sentence_transformers.json")
+  st = _read_json(file, required=False) or {}
+  prompts = st.get("prompts") or {}
+  if not isinstance(prompts, dict) or not all(
+      isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in prompts.items()):
+    raise ModelDirectoryError(f"{file}: prompts must map prompt names to prompt texts (strings), got "
+                              f"{prompts!r}.")
+  prompts = {name: text or "" for name, text in prompts.items()}
+  default = st.get("default_prompt_name")
+  if default is not None and default not in prompts and default not in ("query", "document"):
+    raise ModelDirectoryError(f"{file}: default_prompt_name={default!r} is not one of its prompts "
+                              f"{list(prompts)}.")
+  truncate_dim = st.get("truncate_dim")
+  hidden = config.bert.hidden_size
+  if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
+                                   or not 1 <= truncate_dim <= hidden):
+    raise ModelDirectoryError(f"{file}: truncate_dim={truncate_dim!r} must be an integer from 1 to {hidden}.")
+  pooling_file = os.path.join(path, _pooling_dir(path), "config.json")
+  if any(prompts.values()) and (_read_json(pooling_file, required=False) or {}).get("include_prompt") is False:
+    raise ModelDirectoryError(f"{pooling_file}: include_prompt=false (prompt tokens left out of pooling) is not "
+                              "supported; set it to true.")
+  return {"prompts": prompts, "default_prompt_name": default, "truncate_dim": truncate_dim}
+
+
+def _pooling_dir(path: str) -> str:
+  modules = _read_json(os.path.join(path, "modules.json"), required=False) or []
+  return next((m.get("path", "1_Pooling") for m in modules if m.get("type", "").endswith(".Pooling")),
+              "1_Pooling")
+
+
 def load_hf_directory(path: str) -> tuple[model_lib.EncoderConfig, dict, tokenization.Tokenizer]:
   """Reads a HF / sentence-transformers BERT directory: (EncoderConfig, params as numpy fp32, Tokenizer)."""
   path = os.fspath(path)
@@ -331,14 +366,26 @@ def check_export_directory(output_dir: str, overwrite: bool = False) -> None:
 
 def save_hf_directory(output_dir: str, config: model_lib.EncoderConfig, params: dict,
                       tokenizer: tokenization.Tokenizer, overwrite: bool = False, *,
-                      source: str | None = None, step: int | None = None) -> None:
+                      source: str | None = None, step: int | None = None,
+                      prompts: Mapping[str, str] | None = None, default_prompt_name: str | None = None,
+                      truncate_dim: int | None = None) -> None:
   """Writes a directory that `BertModel.from_pretrained` and `SentenceTransformer` load with no warnings.
 
   A non-empty `output_dir` is refused unless it holds a previous export (its `neuralir_export.json`) or
-  `overwrite`; `source` and `step` (what was exported) are recorded in that marker.
+  `overwrite`; `source` and `step` (what was exported) are recorded in that marker. `prompts` (name ->
+  text; "query" and "document" are what ST's encode_query / encode_document use), `default_prompt_name`
+  and `truncate_dim` go into config_sentence_transformers.json.
   """
   import safetensors.numpy
   output_dir = os.fspath(output_dir)
+  prompts = {name: text or "" for name, text in (prompts or {}).items()}
+  if not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+    raise TypeError(f"prompts={prompts!r}: pass a dict of prompt name -> prompt text (strings).")
+  if default_prompt_name is not None and default_prompt_name not in prompts:
+    raise ValueError(f"default_prompt_name={default_prompt_name!r} is not one of the prompts {list(prompts)}.")
+  if truncate_dim is not None and (not isinstance(truncate_dim, int)
+                                   or not 1 <= truncate_dim <= config.bert.hidden_size):
+    raise ValueError(f"truncate_dim={truncate_dim!r}: pass an integer from 1 to {config.bert.hidden_size}.")
   check_export_directory(output_dir, overwrite)
   os.makedirs(output_dir, exist_ok=True)
   # The marker goes first, so that a rerun after a failed export recognises the directory as its own.
@@ -352,12 +399,14 @@ def save_hf_directory(output_dir: str, config: model_lib.EncoderConfig, params: 
   _write_json(os.path.join(output_dir, "config.json"), hf)
   if os.path.abspath(tokenizer.path) != os.path.abspath(output_dir):
     tokenizer.save(output_dir)
-  _write_sentence_transformers_files(output_dir, config)
+  _write_sentence_transformers_files(output_dir, config, prompts, default_prompt_name, truncate_dim)
   with open(os.path.join(output_dir, "README.md"), "w") as f:
-    f.write(model_card(config, os.path.basename(os.path.abspath(output_dir))))
+    f.write(model_card(config, os.path.basename(os.path.abspath(output_dir)), prompts, truncate_dim))
 
 
-def _write_sentence_transformers_files(output_dir: str, config: model_lib.EncoderConfig) -> None:
+def _write_sentence_transformers_files(output_dir: str, config: model_lib.EncoderConfig,
+                                       prompts: dict[str, str], default_prompt_name: str | None,
+                                       truncate_dim: int | None) -> None:
   # Legacy (sentence-transformers 2.x-5.x) names: every version up to 6.x reads them.
   modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
              {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
@@ -368,20 +417,31 @@ def _write_sentence_transformers_files(output_dir: str, config: model_lib.Encode
   _write_json(os.path.join(output_dir, "modules.json"), modules)
   _write_json(os.path.join(output_dir, "sentence_bert_config.json"),
               {"max_seq_length": config.max_seq_length, "do_lower_case": False})
-  _write_json(os.path.join(output_dir, "config_sentence_transformers.json"), {
+  st_config = {
       "__version__": {"sentence_transformers": _version("sentence-transformers", "5.0.0"),
                       "transformers": _version("transformers", "5.0.0"),
                       "pytorch": _version("torch", "2.0.0")},
-      "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+      "prompts": prompts, "default_prompt_name": default_prompt_name, "similarity_fn_name": "cosine"}
+  if truncate_dim is not None:
+    st_config["truncate_dim"] = truncate_dim
+  _write_json(os.path.join(output_dir, "config_sentence_transformers.json"), st_config)
   pooling = {"word_embedding_dimension": config.bert.hidden_size}
   pooling.update({key: mode == config.pooling for key, mode in _LEGACY_POOLING_KEYS.items()})
   _write_json(os.path.join(output_dir, "1_Pooling", "config.json"), pooling)
 
 
-def model_card(config: model_lib.EncoderConfig, name: str) -> str:
+def model_card(config: model_lib.EncoderConfig, name: str, prompts: Mapping[str, str] | None = None,
+               truncate_dim: int | None = None) -> str:
   """A short README.md for an exported encoder."""
   bert = config.bert
   norm = "L2-normalised" if config.normalize else "not normalised"
+  used = {k: v for k, v in (prompts or {}).items() if v}
+  extra = "".join(f"\n- Prompt `{k}`: {v!r} (prepended to the text)" for k, v in used.items())
+  if truncate_dim:
+    extra += f"\n- Embeddings truncated to their first {truncate_dim} dimensions (truncate_dim)"
+  usage = ("queries = model.encode_query([\"A question?\"])  # With the query prompt.\n"
+           "documents = model.encode_document([\"A passage.\"])  # With the document prompt.\n"
+           if used else "")
   return f"""---
 library_name: sentence-transformers
 pipeline_tag: sentence-similarity
@@ -400,7 +460,7 @@ is not recorded in this export; see the training run that produced it.
 - Architecture: BERT, {bert.num_hidden_layers} layers, hidden size {bert.hidden_size}, \
 {bert.num_attention_heads} heads, vocabulary {bert.vocab_size}
 - Sentence embedding: {config.pooling} pooling, {bert.hidden_size} dimensions, {norm}
-- Max sequence length: {config.max_seq_length} tokens (longer texts are truncated)
+- Max sequence length: {config.max_seq_length} tokens (longer texts are truncated){extra}
 
 ## sentence-transformers
 
@@ -408,7 +468,7 @@ is not recorded in this export; see the training run that produced it.
 from sentence_transformers import SentenceTransformer
 model = SentenceTransformer("path/to/{name}")
 embeddings = model.encode(["A first sentence.", "Another one."])
-```
+{usage}```
 
 ## transformers
 

@@ -7,7 +7,8 @@
   WORKDIR/metrics.jsonl, tensorboard/   training metrics (`metric_writer.py`)
 
 Paths go through `etils.epath`, as Orbax's do, so WORKDIR may be a cloud bucket (gs://...). `read` returns
-plain data (config dict, params, tokenizer directory, step); it never imports the training loop.
+plain data (config dict, params, tokenizer directory, step; `prompts` from the config); it never imports
+the training loop.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from etils import epath
 from neuralir_jax import checkpoint, tokenization
 
 MARKER = "neuralir_workdir.json"
+PROMPT_NAMES = ("query", "document")  # The prompts of a training config's model.prompts.
 CONFIG = "config.json"
 TOKENIZER = "tokenizer"
 
@@ -61,6 +63,13 @@ class TrainedModel:
   params: dict  # {'encoder': ..., 'heads'?: {'nli': ...}, 'log_temperature'?}, on the default device.
   tokenizer_dir: str  # A local directory with the tokenizer files.
   step: int
+
+  @property
+  def prompts(self) -> dict[str, str]:
+    """The non-empty prompts of the config's model.prompts, e.g. {"query": "query: "} ({} for a config
+    written before prompts existed)."""
+    prompts = self.config.get("model", {}).get("prompts") or {}
+    return {name: prompts[name] for name in PROMPT_NAMES if prompts.get(name)}
 
 
 def read(workdir: str, step: int | None = None) -> TrainedModel:
