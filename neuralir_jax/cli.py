@@ -1,10 +1,12 @@
-"""The `neuralir` command: train, eval, encode, export, ablate.
+"""The `neuralir` command: train, eval, encode, export, ablate, mine.
 
   neuralir train --config configs/tiny.py --workdir W [--config.KEY=VALUE ...]
-  neuralir eval --model DIR_OR_WORKDIR --task sts:FILE|beir:DIR[:SPLIT]|nli:FILE [--index scann|exact] --output F.json
-  neuralir encode --model DIR --input FILE.txt --output FILE.npy
+  neuralir eval --model DIR_OR_WORKDIR --task sts:FILE|beir:DIR[:SPLIT]|nli:FILE [--index scann|exact]
+                [--truncate-dim D] --output F.json
+  neuralir encode --model DIR --input FILE.txt --output FILE.npy [--prompt-name query|document] [--truncate-dim D]
   neuralir export --model DIR | --workdir W [--step N] --output DIR [--overwrite]
   neuralir ablate --config configs/ablation_negatives.py --workdir W [--config.KEY=VALUE ...]
+  neuralir mine --model DIR|bm25 --data beir:DIR:SPLIT|triples:FILE --output F.jsonl --num-negatives K [--range-max B]
 
 `--model` takes a Hugging Face / sentence-transformers directory, a training workdir or `minilm`. Errors the
 user can fix (bad paths, keys, values, files) print one line `neuralir: error: ...` and exit with status 2;
@@ -52,7 +54,10 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--config", required=True, help="configs/NAME.py[:ARG]")
   t.add_argument("--workdir", required=True, help="checkpoints, metrics and TensorBoard files (resumed from)")
 
-  e = sub.add_parser("eval", help="evaluate a model directory or a training workdir")
+  e = sub.add_parser("eval", help="evaluate a model directory or a training workdir",
+                     description="Retrieval (beir:) tasks encode queries with the model's 'query' prompt and the "
+                     "corpus with its 'document' prompt (sentence-transformers' encode_query / encode_document; "
+                     "from config_sentence_transformers.json or a workdir's model.prompts); STS and NLI use none.")
   e.add_argument("--model", required=True, help=_MODEL_HELP)
   e.add_argument("--task", required=True, action="append",
                  help="sts:FILE.tsv[.gz] | beir:DIR[:SPLIT] | nli:FILE.jsonl[.gz]; repeatable")
@@ -64,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("--step", type=int, default=None, help="checkpoint step when --model is a workdir")
   e.add_argument("--batch-size", type=int, default=128)
   e.add_argument("--output", default=None, help="JSON file for the metrics")
+  e.add_argument("--truncate-dim", type=int, default=None, metavar="D",
+                 help="score with the first D embedding dimensions (Matryoshka), re-normalised: cosines")
 
   c = sub.add_parser("encode", help="embed one text per line into a .npy file")
   c.add_argument("--model", required=True, help=_MODEL_HELP)
@@ -71,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
   c.add_argument("--output", required=True, help="written as given (np.save format; add .npy yourself)")
   c.add_argument("--batch-size", type=int, default=64)
   c.add_argument("--step", type=int, default=None, help="checkpoint step when --model is a workdir")
+  c.add_argument("--prompt-name", default=None, metavar="NAME",
+                 help="prepend the model's prompt NAME to every text, e.g. query or document (default: the "
+                 "model's default prompt, usually none)")
+  c.add_argument("--truncate-dim", type=int, default=None, metavar="D",
+                 help="keep the first D dimensions (Matryoshka; not re-normalised, as sentence-transformers)")
 
   x = sub.add_parser("export", help="write a PyTorch (transformers + sentence-transformers) directory")
   src = x.add_mutually_exclusive_group(required=True)
@@ -84,6 +96,23 @@ def _parser() -> argparse.ArgumentParser:
                      usage="neuralir ablate --config FILE[:ARG] --workdir DIR [--config.KEY=VALUE ...]", **overrides)
   a.add_argument("--config", required=True, help="configs/ablation_negatives.py[:full]")
   a.add_argument("--workdir", required=True, help="one subdirectory per setting, results.csv, ablation.png")
+
+  m = sub.add_parser("mine", help="hard negatives for every query of a training source (JSONL, one row per query)",
+                     description="Semantics of sentence-transformers' mine_hard_negatives; see neuralir_jax/mine.py.")
+  m.add_argument("--model", required=True, help=_MODEL_HELP + ", or 'bm25' (bm25s)")
+  m.add_argument("--data", required=True, help="beir:DIR[:SPLIT] (default split: train) | triples:FILE | pairs:FILE")
+  m.add_argument("--output", required=True, help="new JSONL file (.gz compresses)")
+  m.add_argument("--num-negatives", type=int, required=True)
+  m.add_argument("--range-min", type=int, default=0, help="best-ranked non-positive documents to skip")
+  m.add_argument("--range-max", type=int, default=None, help="deepest non-positive rank considered")
+  m.add_argument("--margin", type=float, default=None, help="keep a negative if score + M <= lowest positive score")
+  m.add_argument("--relative-margin", type=float, default=None, help="keep a negative if score <= p - |p| * R")
+  m.add_argument("--sampling", default="top", choices=("top", "random"))
+  m.add_argument("--index", default="exact", choices=("exact", "scann"))
+  m.add_argument("--batch-size", type=int, default=64)
+  m.add_argument("--chunk-size", type=int, default=32_768, help="documents encoded and searched per step")
+  m.add_argument("--seed", type=int, default=0, help="for --sampling random")
+  m.add_argument("--step", type=int, default=None, help="checkpoint step when --model is a workdir")
   return p
 
 
@@ -163,7 +192,8 @@ def _evaluate(args) -> dict:
   from neuralir_jax import evaluate
   results = evaluate.evaluate_tasks(enc, args.task, split=args.split, index=args.index,
                                     index_dir=args.index_dir, batch_size=args.batch_size,
-                                    exclude_self=args.exclude_self, show_progress=sys.stderr.isatty())
+                                    exclude_self=args.exclude_self, show_progress=sys.stderr.isatty(),
+                                    truncate_dim=args.truncate_dim)
   return results if len(results) > 1 else next(iter(results.values()))
 
 
@@ -173,9 +203,13 @@ def _encode(args) -> None:
   texts = read_texts(args.input)
   check_output_file(args.output)
   enc = _load(args.model, args.step)
+  enc.resolve_prompt(args.prompt_name)  # An unknown name fails here, naming the model's prompts.
+  if args.truncate_dim is not None:
+    enc.check_truncate_dim(args.truncate_dim)
   progress = sys.stderr.isatty() or len(texts) > _PROGRESS_ABOVE
   emb = distributed.encode_across_processes(
-      lambda x: enc.encode(x, batch_size=args.batch_size, show_progress=progress), texts)
+      lambda x: enc.encode(x, batch_size=args.batch_size, show_progress=progress, prompt_name=args.prompt_name,
+                           truncate_dim=args.truncate_dim), texts)
   if distributed.is_main_process():
     with open(args.output, "wb") as f:  # np.save(path) would append .npy to a name without it.
       np.save(f, np.asarray(emb, np.float32))
@@ -191,7 +225,8 @@ def _export(args) -> None:
   enc = _load(source, args.step)
   if distributed.is_main_process():
     hf_io.save_hf_directory(args.output, enc.config, enc.params, enc.tokenizer, overwrite=args.overwrite,
-                            source=os.path.abspath(source), step=enc.step)
+                            source=os.path.abspath(source), step=enc.step, prompts=enc.prompts,
+                            default_prompt_name=enc.default_prompt_name, truncate_dim=enc.truncate_dim)
   print(f"exported to {args.output}")
 
 
@@ -217,6 +252,10 @@ def run(argv: list[str]) -> int:
     _encode(args)
   elif args.command == "export":
     _export(args)
+  elif args.command == "mine":
+    from neuralir_jax import mine
+    check_output_file(args.output)
+    mine.run_from_cli(args, _load)
   elif args.command == "eval":
     text = json.dumps(json_safe(_evaluate(args)), indent=2, sort_keys=True, allow_nan=False)
     print(text)

@@ -295,6 +295,9 @@ def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_inva
   records, short = [], 0
   for r in rows:
     if with_negatives and len(r["negatives"]) < num_negatives:
+      if not skip_invalid and not r["negatives"]:
+        raise ValueError(f"{path}:{r['line']}: no 'negative' (or 'negatives') field, but other rows have "
+                         "hard negatives; add one, or set data.skip_invalid=true to skip such rows (counted).")
       if not skip_invalid:
         raise ValueError(f"{path}:{r['line']}: {len(r['negatives'])} negatives, but data.num_negatives="
                          f"{num_negatives}; lower data.num_negatives, or set data.skip_invalid=true to skip "

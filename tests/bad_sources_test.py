@@ -109,7 +109,7 @@ CASES = {
                                              "train triples:{d}/t.tsv triplets", "t.tsv", "no data rows"),
     "triples_jsonl_missing": Case({"t.jsonl": '{"query": "q", "positive": "p", "negative": "n"}\n'
                                               '{"query": "q", "positive": "p"}\n'},
-                                  "train triples:{d}/t.jsonl triplets", "t.jsonl:2", "missing field 'negative'"),
+                                  "train triples:{d}/t.jsonl triplets", "t.jsonl:2", "no 'negative' (or 'negatives') field"),
     "triples_jsonl_empty": Case({"t.jsonl": ""}, "train triples:{d}/t.jsonl duplicates", "t.jsonl",
                                 "no data rows"),
     # BEIR folders.
