@@ -235,3 +235,16 @@ def test_two_tiny_settings_end_to_end(tmp_path, monkeypatch):
   assert len(lines) == 3 and lines[1].startswith("g,16,global,True,1,False,31,")
   assert (tmp_path / "ablation.png").stat().st_size > 0
   assert ablation.run_ablation(c, str(tmp_path)) == rows  # Rerun: finished runs are reused, not retrained.
+
+
+def test_k_grid_is_the_scifact_recipe_with_k_negatives():
+  c = config_lib.load_config(os.path.join(os.path.dirname(CONFIG), "ablation_k.py"))
+  settings = ablation.settings_of(c, num_devices=1)
+  assert ablation.grid_axes(settings)["data.num_negatives"] == [1, 2, 4, 8]
+  recipe = config_lib.load_config(os.path.join(os.path.dirname(CONFIG), "scifact.py"))
+  for s in settings:  # Only k differs from configs/scifact.py.
+    expected = recipe.to_dict()
+    expected["data"]["num_negatives"] = s.config.data.num_negatives
+    assert s.config.to_dict() == expected, s.name
+  assert [ablation.negatives_per_query(32, "global", True, 1, s.config.data.num_negatives)
+          for s in settings] == [63, 95, 159, 287]
