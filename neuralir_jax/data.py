@@ -20,6 +20,7 @@ a JSON dict.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import importlib
@@ -459,7 +460,9 @@ class NoDuplicateBatches:
 
   def __init__(self, keys: Sequence[tuple[int, int]], global_batch_size: int, seed: int):
     self._keys, self._size, self._seed = list(keys), global_batch_size, seed
-    self._epochs: list[tuple[int, list[int]]] = []  # (first global step, leftover indices) per epoch.
+    # Per epoch seen so far: (its first global step, the records carried into it). A new epoch costs one
+    # plan build; a resumed or replayed step rebuilds only its own epoch.
+    self._starts: list[tuple[int, list[int]]] = [(0, [])]
     self._plan: tuple[int, list[list[int]]] | None = None  # (epoch, its batches).
     self._lock = threading.Lock()
 
@@ -484,37 +487,40 @@ class NoDuplicateBatches:
         del remaining[pos]
     return batches, [order[pos] for pos in remaining]
 
+  def _batches(self, epoch: int) -> list[list[int]]:
+    """The batches of `epoch` (known to start at self._starts[epoch]); records where epoch + 1 starts."""
+    if self._plan is None or self._plan[0] != epoch:
+      first, carried = self._starts[epoch]
+      batches, leftover = self._build(epoch, carried)
+      if not batches:
+        raise ValueError(f"no_duplicates sampler: the records cannot fill one batch of {self._size} "
+                         "with distinct queries and positives; lower batch_size or use data.sampler=random.")
+      if len(self._starts) == epoch + 1:
+        self._starts.append((first + len(batches), leftover))
+      self._plan = (epoch, batches)
+    return self._plan[1]
+
   def epoch_of(self, step: int) -> tuple[int, list[list[int]]]:
     """(epoch, its batches) for the epoch that holds global step `step`."""
     with self._lock:
-      if self._plan is not None:
-        epoch, batches = self._plan
-        first = self._epochs[epoch][0]
-        if first <= step < first + len(batches):
-          return self._plan
-      epoch, first, carried = 0, 0, []
-      while True:  # Replays the epochs' leftovers from the start: cheap next to tokenising.
-        batches, leftover = self._build(epoch, carried)
-        if not batches:
-          raise ValueError(f"no_duplicates sampler: the records cannot fill one batch of {self._size} "
-                           "with distinct queries and positives; lower batch_size or use data.sampler=random.")
-        if len(self._epochs) <= epoch:
-          self._epochs.append((first, leftover))
-        if step < first + len(batches):
-          self._plan = (epoch, batches)
-          return self._plan
-        epoch, first, carried = epoch + 1, first + len(batches), leftover
+      epoch = bisect.bisect_right([first for first, _ in self._starts], step) - 1
+      while True:
+        batches = self._batches(epoch)
+        if step < self._starts[epoch][0] + len(batches):
+          return epoch, batches
+        epoch += 1
 
   def batch(self, step: int) -> list[int]:
     epoch, batches = self.epoch_of(step)
-    return batches[step - self._epochs[epoch][0]]
+    return batches[step - self._starts[epoch][0]]
 
   def num_batches(self, num_epochs: int) -> int:
     """Global batches in num_epochs epochs (the last epoch's leftovers are logged, not trained on)."""
-    total, carried = 0, []
-    for epoch in range(num_epochs):
-      batches, carried = self._build(epoch, carried)
-      total += len(batches)
+    with self._lock:
+      for epoch in range(num_epochs):
+        if len(self._starts) <= epoch + 1:
+          self._batches(epoch)
+      total, carried = self._starts[num_epochs]
     if carried:
       logging.warning("no_duplicates sampler: %d records of the last epoch fit no full batch of %d "
                       "(distinct queries and positives) and are not trained on.", len(carried), self._size)

@@ -132,6 +132,18 @@ def test_no_duplicates_sampler_is_complete_deterministic_and_resumable(tokenizer
   assert any(len(set(b["anchor_hash"].tolist())) < 8 for b in shuffled)  # What the sampler prevents.
 
 
+def test_no_duplicates_sampler_plans_each_epoch_once():
+  keys = [(i % 10, i) for i in range(40)]  # 10 queries x 4 positives: 5 batches of 8 or fewer per epoch.
+  plan = data.NoDuplicateBatches(keys, 8, seed=1)
+  builds, build = [], plan._build
+  plan._build = lambda epoch, carried: builds.append(epoch) or build(epoch, carried)
+  batches = [plan.batch(s) for s in range(60)]
+  assert builds == list(range(builds[-1] + 1)) and builds[-1] >= 10  # Not replayed from epoch 0 each time.
+  fresh = data.NoDuplicateBatches(keys, 8, seed=1)
+  assert [fresh.batch(s) for s in (59, 3, 31)] == [batches[59], batches[3], batches[31]]
+  assert fresh.num_batches(3) == data.NoDuplicateBatches(keys, 8, seed=1).num_batches(3)
+
+
 # --- Losses ---------------------------------------------------------------------------------------------
 
 
