@@ -346,23 +346,22 @@ def read_tuples(path: str, skip_invalid: bool = False) -> Rows:
   order they are to be used (`neuralir mine` writes them best-scored first). Returns rows
   {line, query, query_id, positives, positive_ids, negatives, negative_ids}; ids are None when absent.
   """
+  def texts_of(row, single, required):  # (texts, the key they came from): `single` or the list `single`s.
+    if single + "s" in row:
+      return _text_list(row, single + "s", allow_empty=not required), single + "s"
+    if single in row:
+      return [_text(row, single)], single
+    if required:
+      raise RowError(f"missing field '{single}' (or a list '{single}s'); every row needs a relevant text")
+    return [], single + "s"
+
   def parse_json(row):
     query = _text(row, "query")
     query_id = row.get("query_id")
     if query_id is not None and not isinstance(query_id, (str, int)):
       raise RowError("field 'query_id' must be a string or an integer")
-    if "positives" in row:
-      positives, positive_key = _text_list(row, "positives", allow_empty=False), "positives"
-    elif "positive" in row:
-      positives, positive_key = [_text(row, "positive")], "positive"
-    else:
-      raise RowError("missing field 'positive' (or a list 'positives'); every row needs a relevant text")
-    if "negatives" in row:
-      negatives, negative_key = _text_list(row, "negatives", allow_empty=True), "negatives"
-    elif "negative" in row:
-      negatives, negative_key = [_text(row, "negative")], "negative"
-    else:
-      negatives, negative_key = [], "negatives"
+    positives, positive_key = texts_of(row, "positive", required=True)
+    negatives, negative_key = texts_of(row, "negative", required=False)
     return {"query": query, "query_id": None if query_id is None else str(query_id),
             "positives": positives,
             "positive_ids": _id_list(row, "positive_ids", "pos_id", len(positives), positive_key),
