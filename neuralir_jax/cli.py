@@ -110,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
   m.add_argument("--sampling", default="top", choices=("top", "random"))
   m.add_argument("--index", default="exact", choices=("exact", "scann"))
   m.add_argument("--batch-size", type=int, default=64)
+  m.add_argument("--max-length", type=int, default=None,
+                 help="tokens per query and document (default: the model's max_seq_length); fewer is faster")
   m.add_argument("--chunk-size", type=int, default=32_768, help="documents encoded and searched per step")
   m.add_argument("--seed", type=int, default=0, help="for --sampling random")
   m.add_argument("--step", type=int, default=None, help="checkpoint step when --model is a workdir")

@@ -114,6 +114,15 @@ class Encoder:
   def max_seq_length(self) -> int:
     return self.config.max_seq_length
 
+  @max_seq_length.setter
+  def max_seq_length(self, value: int) -> None:
+    """Tokens per text from now on (as SentenceTransformer.max_seq_length = value); the params stay."""
+    limit = self.config.bert.max_position_embeddings
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= limit:
+      raise ValueError(f"max_seq_length={value!r}: pass an integer from 1 to {limit} (this model's "
+                       "position embeddings).")
+    self.config = dataclasses.replace(self.config, max_seq_length=int(value))
+
   @property
   def embed_fn(self) -> EmbedFn:
     """Jitted (params, ids_BxL, mask_BxL) -> emb_BxD fp32, pooled and normalised as the config says.

@@ -483,8 +483,12 @@ def run_from_cli(args, load_encoder: Callable[[str, int | None], Any]) -> list[d
     raise ValueError("--step applies to a training workdir, not to --model bm25: drop --step.")
   _check_margins(args.margin, args.relative_margin)
   resolve_range_max(args.num_negatives, args.range_min, args.range_max, 1, False)  # Early check; final below.
+  if args.max_length is not None and args.model == BM25:
+    raise ValueError("--max-length applies to dense models; BM25 reads whole texts: drop --max-length.")
   data = load_data(args.data)
   model = BM25 if args.model == BM25 else load_encoder(args.model, args.step)
+  if args.max_length is not None:
+    model.max_seq_length = args.max_length
   show_progress = sys.stderr.isatty() or len(data.docs) > 1000
   rows = mine_hard_negatives(data, model, num_negatives=args.num_negatives, range_min=args.range_min,
                              range_max=args.range_max, margin=args.margin, relative_margin=args.relative_margin,

@@ -58,6 +58,19 @@ def test_matches_sentence_transformers(ours, minilm_path, sentence_transformers)
   assert _cosine(ours[0], ours[5]) < 0.9  # Different sentences: not a constant embedding.
 
 
+def test_max_seq_length_setter_matches_sentence_transformers(minilm_path, sentence_transformers):
+  short = neuralir_jax.load_encoder(minilm_path)
+  short.max_seq_length = 8  # Most SENTENCES have more than 8 tokens: truncation changes their vectors.
+  st = sentence_transformers.SentenceTransformer(minilm_path, device="cpu")
+  st.max_seq_length = 8
+  ours, theirs = short.encode(SENTENCES, batch_size=8), st.encode(SENTENCES, batch_size=5)
+  assert _cosine(ours, theirs).min() >= 0.99999
+  assert _cosine(ours[5], neuralir_jax.load_encoder(minilm_path).encode(SENTENCES[5])) < 0.99
+  for bad in (0, 513, 8.0, True):
+    with pytest.raises(ValueError, match=r"max_seq_length=.*: pass an integer from 1 to 512"):
+      short.max_seq_length = bad
+
+
 def test_order_batch_size_and_single_string(encoder, ours):
   shuffled = np.random.default_rng(0).permutation(len(SENTENCES))
   again = encoder.encode([SENTENCES[i] for i in shuffled], batch_size=8)

@@ -260,6 +260,9 @@ def test_cli_writes_rows_and_reports_bad_input(toy_beir, tmp_path, minilm_path, 
       (["--data", f"beir:{beir}:train", "--output", str(out)], "already exists; pass a new path"),
       (["--data", f"beir:{beir}:train", "--range-min", "9", "--range-max", "5"], "--range-min 9 must be smaller"),
       (["--data", f"beir:{beir}:train", "--step", "3"], "drop --step"),
+      (["--data", f"beir:{beir}:train", "--max-length", "64"], "drop --max-length"),
+      (["--data", f"beir:{beir}:train", "--model", minilm_path, "--max-length", "0"],
+       "max_seq_length=0: pass an integer from 1 to 512"),
   ]:
     argv = ["mine", "--model", "bm25", "--num-negatives", "2", "--output", str(tmp_path / "new.jsonl"), *argv]
     assert _main(monkeypatch, argv) == 2, argv
