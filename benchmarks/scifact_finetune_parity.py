@@ -1,6 +1,6 @@
 """The same SciFact fine-tuning recipe run by sentence-transformers and by neuralir_jax, scored alike.
 
-  python benchmarks/scifact_finetune_parity.py --seed 0 [--dropout 0.1] [--out DIR]
+  python benchmarks/scifact_finetune_parity.py --seed 0 [--dropout 0.1] [--order same|own] [--mask false|true] [--out DIR]
 
 Both sides start from the packaged all-MiniLM-L6-v2 and train one epoch of the bundled SciFact BM25
 triples with configs/scifact.py's recipe (InfoNCE / MultipleNegativesRankingLoss, scale 20, the hard
@@ -8,8 +8,9 @@ negative, batch 32, AdamW lr 2e-5, the Trainer's eps and 10% warmup rounded up, 
 decay 0.01 off LayerNorms and biases, clip 1.0, 128 tokens). The reference is a plain torch loop with the
 Trainer's optimizer and schedule (the Trainer itself needs accelerate). Each trained model is exported and
 scored on SciFact test with exact search by `neuralir_jax.evaluate` (which equals sentence-transformers'
-embeddings: tests/reproduction_test.py). Data order differs between the sides (each shuffles with the
-seed), so compare the gap against the seed spread.
+embeddings: tests/reproduction_test.py). With --order same (the default) the reference trains on our
+batches in our order, so the sides differ only in the implementation (dropout masks with --dropout > 0);
+--order own lets it shuffle one epoch itself, and the gap is then compared against the seed spread.
 """
 
 from __future__ import annotations
@@ -29,16 +30,37 @@ TRIPLES = os.path.join(REPO, "data", "triples", "scifact_train_bm25_triples.json
 TASK = "beir:data/retrieval/scifact:test"
 
 
-def train_reference(model_dir: str, out_dir: str, seed: int, dropout: float, config) -> float:
-  """sentence-transformers MNRL with the Trainer's AdamW and schedule; returns train seconds."""
+def our_batches(config) -> list[list[dict]]:
+  """The triples of each global batch neuralir_jax trains on, in its order (data.make_train_iterator's
+  random sampler: grain's seeded shuffle of the records, repeated), checked against the records it reads."""
+  import grain
+  from neuralir_jax import data
+  with gzip.open(TRIPLES, "rt") as f:
+    triples = [json.loads(line) for line in f]
+  records = data.load_records(config.data.train, config.data.view, seed=config.seed,
+                              num_negatives=config.data.num_negatives)
+  assert [r["anchor"] for r in records] == [t["query"] for t in triples], "records are not in file order"
+  stream = grain.MapDataset.source(list(range(len(triples)))).shuffle(seed=config.seed).repeat(None)
+  size = config.batch_size
+  return [[triples[stream[i]] for i in range(s * size, (s + 1) * size)] for s in range(config.num_steps)]
+
+
+def own_batches(seed: int, config) -> list[list[dict]]:
+  """One epoch of the triples shuffled by Python's random with the seed (the last batch is short)."""
+  with gzip.open(TRIPLES, "rt") as f:
+    triples = [json.loads(line) for line in f]
+  random.Random(seed).shuffle(triples)
+  return [triples[i:i + config.batch_size] for i in range(0, len(triples), config.batch_size)]
+
+
+def train_reference(model_dir: str, out_dir: str, seed: int, dropout: float, config,
+                    batches: list[list[dict]]) -> float:
+  """sentence-transformers MNRL with the Trainer's AdamW and schedule over `batches`; returns seconds."""
   import torch
   from sentence_transformers import SentenceTransformer
   from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
   from transformers import TrainingArguments, get_linear_schedule_with_warmup
   torch.manual_seed(seed)
-  with gzip.open(TRIPLES, "rt") as f:
-    triples = [json.loads(line) for line in f]
-  random.Random(seed).shuffle(triples)
   model = SentenceTransformer(model_dir, device="cpu")
   serving_length = model.max_seq_length  # Training truncates to 128 tokens; the saved model keeps its own.
   model.max_seq_length = config.data.max_length
@@ -54,7 +76,6 @@ def train_reference(model_dir: str, out_dir: str, seed: int, dropout: float, con
   opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.optimizer.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}], lr=config.optimizer.learning_rate,
                           betas=(defaults["adam_beta1"], defaults["adam_beta2"]), eps=defaults["adam_epsilon"])
-  batches = [triples[i:i + config.batch_size] for i in range(0, len(triples), config.batch_size)]
   warmup = TrainingArguments.get_warmup_steps(
       types.SimpleNamespace(warmup_steps=config.optimizer.warmup_fraction), len(batches))
   sched = get_linear_schedule_with_warmup(opt, warmup, len(batches))
@@ -82,6 +103,9 @@ def main() -> None:
   parser.add_argument("--sides", default="reference,ours")
   parser.add_argument("--mask", default="false", choices=("true", "false"),
                       help="ours: mask candidates equal to a judged positive (the reference does not)")
+  parser.add_argument("--order", default="same", choices=("same", "own"),
+                      help="same: the reference trains on our batches in our order (only the implementation "
+                      "differs); own: it shuffles one epoch with Python's random")
   args = parser.parse_args()
   os.chdir(REPO)
   sys.path.insert(0, REPO)
@@ -96,13 +120,14 @@ def main() -> None:
       "data.query_max_length=0", "data.document_max_length=0", "data.buckets=()", "data.sampler=random",
       f"infonce.mask_false_negatives={args.mask}"], "benchmark")
   minilm = config_lib.resolve_model_path("minilm")
-  tag = f"seed{args.seed}_dropout{args.dropout:g}_mask{args.mask}"
+  tag = f"seed{args.seed}_dropout{args.dropout:g}_mask{args.mask}_order{args.order}"
   results = {}
   for side in args.sides.split(","):
     out = os.path.join(args.out, f"{side}_{tag}")
     tic = time.perf_counter()
     if side == "reference":
-      train_seconds = train_reference(minilm, out, args.seed, args.dropout, config)
+      batches = our_batches(config) if args.order == "same" else own_batches(args.seed, config)
+      train_seconds = train_reference(minilm, out, args.seed, args.dropout, config, batches)
       encoder = encoder_lib.load_encoder(out)
     else:
       train.train(config, out)
