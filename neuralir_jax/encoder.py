@@ -4,12 +4,16 @@ Prompts are sentence-transformers': named texts (`prompts`, at least "query" and
 prepended to each text before tokenisation, pooled with it; `encode_query` / `encode_document` pick the
 query / document prompt as ST does. `truncate_dim` keeps the first D dimensions of the model's (normalised,
 when it normalises) embeddings, not re-normalised: Matryoshka truncation as `SentenceTransformer.encode`.
-Texts are sorted by token length (longest first, as sentence-transformers does), tokenised with truncation
-to the model's max length, padded to a length bucket and the batch padded to a fixed number of rows, so one
-`encode` call compiles a handful of shapes whatever the texts. The batch axis is sharded over all local
-devices (a 1-D "data" mesh) with replicated params. An encoder trained with the NLI softmax objective
-carries its head (`nli_head`, `predict_nli`). `load_encoder` reads a Hugging Face / sentence-transformers
-directory or a training workdir (through `workdir.read`).
+Texts are tokenised once with truncation to the model's max length, then packed (the default, see
+`packing.py`): several texts per row of L tokens (the max length, or a smaller bucket when all the texts
+together are shorter), at most S = L // 8 per row, `batch_size` rows per call. Little compute goes to
+padding (the unfilled ends of rows; attention still scores the masked pairs of texts sharing a row), and an
+`encode` call compiles at most two shapes (full calls, and the last). With `packing=False` texts are sorted
+by length (longest first, as sentence-transformers does), `batch_size` per call, padded to a length bucket
+and the batch to a fixed number of rows: a handful of shapes whatever the texts. The batch axis is sharded
+over all local devices (a 1-D "data" mesh) with replicated params. An encoder trained with the NLI softmax
+objective carries its head (`nli_head`, `predict_nli`). `load_encoder` reads a Hugging Face /
+sentence-transformers directory or a training workdir (through `workdir.read`).
 """
 
 from __future__ import annotations
@@ -26,16 +30,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from neuralir_jax import hf_io, losses, tokenization, workdir
+from neuralir_jax import hf_io, losses, packing, tokenization, workdir
 from neuralir_jax import model as model_lib
 
 EmbedFn = Callable[[Any, jax.Array, jax.Array], jax.Array]  # (params, ids_BxL, mask_BxL) -> emb_BxD.
+# (params, ids_BxL, segment_ids_BxL, position_ids_BxL) -> emb_BxSxD.
+PackedEmbedFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 # Finer than tokenization.DEFAULT_BUCKETS: short texts dominate most corpora, and padding a batch whose
 # longest text has 17 tokens to 32 wastes ~45% of the compute. Steps of ~1.33-1.5x keep the waste low for
 # one or two more compiled shapes (STS-B test, batch 64: 1.16x the tokens sentence-transformers runs with
 # exact per-batch padding, vs 1.49x with DEFAULT_BUCKETS).
 ENCODE_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 _IN_FLIGHT = 3  # Batches dispatched ahead of the host copy; overlaps tokenisation with compute.
+# Texts per packed row at most: L // 8. A row fills when its texts average 8 tokens or more (queries and
+# sentences do); more slots would cost host copies of mostly empty [rows, S, D] outputs for long texts.
+_TOKENS_PER_SLOT = 8
 # Prompt names every SentenceTransformer has ("" unless set), and the ones its encode_document tries in order.
 DEFAULT_PROMPT_NAMES = ("query", "document")
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
@@ -48,14 +57,18 @@ class Encoder:
   with it (None otherwise); step: the training step of a workdir checkpoint (None for a model directory).
   prompts: name -> text prepended to the texts (merged over {"query": "", "document": ""}, as ST);
   default_prompt_name: the prompt `encode` uses when given none; truncate_dim: `encode`'s default D.
+  packing: `encode` packs several texts per row (see the module docstring); False pads each text to a
+  length bucket (e.g. to compare the two).
   """
 
   def __init__(self, config: model_lib.EncoderConfig, params: dict, tokenizer: tokenization.Tokenizer,
                dtype: Any = jnp.float32, devices: Sequence[jax.Device] | None = None,
                buckets: Sequence[int] = ENCODE_BUCKETS, nli_head: dict | None = None,
                step: int | None = None, prompts: Mapping[str, str | None] | None = None,
-               default_prompt_name: str | None = None, truncate_dim: int | None = None):
+               default_prompt_name: str | None = None, truncate_dim: int | None = None,
+               packing: bool = True):
     self.config = config
+    self.packing = packing
     self.prompts = _check_prompts(prompts)
     if default_prompt_name is not None and default_prompt_name not in self.prompts:
       raise ValueError(f"default_prompt_name={default_prompt_name!r} is not a prompt name; known: "
@@ -73,8 +86,8 @@ class Encoder:
     self._replicated = NamedSharding(self.mesh, P())
     self._sharded = NamedSharding(self.mesh, P("data"))
     self.params = jax.device_put(params, self._replicated)
-    self._embed_fns: dict[tuple, EmbedFn] = {}
-    # Shapes compiled so far (one per (rows, bucket, normalize, truncate_dim)); tests bound it.
+    self._embed_fns: dict[tuple, EmbedFn | PackedEmbedFn] = {}
+    # Shapes compiled so far (one per (rows, length, normalize, truncate_dim, slots)); tests bound it.
     self.num_traces = 0
 
   @property
@@ -131,22 +144,30 @@ class Encoder:
     """
     return self._embed_fn(self.config.normalize)
 
-  def _embed_fn(self, normalize: bool, truncate_dim: int | None = None,
-                normalize_truncated: bool = False) -> EmbedFn:
-    """(model embedding, normalised if `normalize`)[:, :truncate_dim], then re-normalised if asked."""
-    key = (normalize, truncate_dim, normalize_truncated)
+  def _embed_fn(self, normalize: bool, truncate_dim: int | None = None, normalize_truncated: bool = False,
+                num_slots: int | None = None) -> EmbedFn | PackedEmbedFn:
+    """(model embedding, normalised if `normalize`)[..., :truncate_dim], then re-normalised if asked.
+
+    num_slots None: an EmbedFn of padded rows. Else a PackedEmbedFn of packed rows with num_slots texts at
+    most (`SentenceEncoder.packed`).
+    """
+    key = (normalize, truncate_dim, normalize_truncated, num_slots)
     if key not in self._embed_fns:
       config = dataclasses.replace(self.config, normalize=normalize)
       module = model_lib.SentenceEncoder(config, dtype=self.dtype)
 
-      def embed(params, ids_BxL, mask_BxL):
+      def embed(params, *rows_BxL):
         self.num_traces += 1  # Runs at trace time only.
-        emb_BxD = module.apply({"params": params}, ids_BxL, mask_BxL)[:, :truncate_dim]
-        return model_lib.l2_normalize(emb_BxD) if normalize_truncated else emb_BxD
+        if num_slots is None:
+          emb = module.apply({"params": params}, *rows_BxL)
+        else:
+          emb = module.apply({"params": params}, *rows_BxL, num_slots, method="packed")
+        emb = emb[..., :truncate_dim]
+        return model_lib.l2_normalize(emb) if normalize_truncated else emb
 
-      self._embed_fns[key] = jax.jit(
-          embed, in_shardings=(self._replicated, self._sharded, self._sharded),
-          out_shardings=self._sharded)
+      inputs = 2 if num_slots is None else 3
+      self._embed_fns[key] = jax.jit(embed, in_shardings=(self._replicated,) + (self._sharded,) * inputs,
+                                     out_shardings=self._sharded)
     return self._embed_fns[key]
 
   def batch_rows(self, num_texts: int, batch_size: int) -> int:
@@ -162,6 +183,8 @@ class Encoder:
     prompt_name / prompt: see `resolve_prompt`; truncate_dim: D (None: self.truncate_dim, else the hidden
     size). normalize: None follows the model directory (its Normalize module, applied before truncation);
     True L2-normalises the truncated embeddings (ST's normalize_embeddings); False skips normalisation.
+    batch_size: texts per call; packed, rows per call (so a call never holds more tokens than an unpacked
+    call of texts at the max length).
     """
     single = isinstance(texts, str)
     texts = [texts] if single else _check_texts(texts)
@@ -172,38 +195,78 @@ class Encoder:
     truncate_dim = self.truncate_dim if truncate_dim is None else truncate_dim
     dim = hidden if truncate_dim is None else self.check_truncate_dim(truncate_dim)
     truncated = dim < hidden
+    # _embed_fn's (normalize, truncate_dim, normalize_truncated).
     if normalize is None:
-      fn = self._embed_fn(self.config.normalize, dim if truncated else None)
+      output = (self.config.normalize, dim if truncated else None, False)
     elif normalize and truncated:
-      fn = self._embed_fn(False, dim, normalize_truncated=True)
+      output = (False, dim, True)
     else:
-      fn = self._embed_fn(bool(normalize), dim if truncated else None)
+      output = (bool(normalize), dim if truncated else None, False)
     if not texts:
       return np.zeros((0, dim), np.float32)
+    # Tokenised once, prompt included (ST pools over it).
+    token_ids = self.tokenizer.token_ids([prompt + t for t in texts] if prompt else texts,
+                                         self.config.max_seq_length)
+    encode_fn = self._encode_packed if self.packing else self._encode_padded
+    out = encode_fn(token_ids, output, batch_size, show_progress)
+    return out[0] if single else out
+
+  def _encode_padded(self, token_ids: list[list[int]], output: tuple, batch_size: int,
+                     show_progress: bool) -> np.ndarray:
+    """Embeddings [n, D]: texts sorted by length, `batch_size` per call, padded to a length bucket."""
+    fn = self._embed_fn(*output)
     max_length = self.config.max_seq_length
-    # Tokenised once (prompt included, as ST pools over it): sorted, then padded per batch.
-    token_ids = self.tokenizer.token_ids([prompt + t for t in texts] if prompt else texts, max_length)
     lengths = np.array([len(x) for x in token_ids])
     order = np.argsort(-lengths, kind="stable")
-    starts = range(0, len(texts), batch_size)
-    if show_progress:
-      import tqdm
-      starts = tqdm.tqdm(starts, desc="Batches", unit="batch")
     pending: collections.deque = collections.deque()
     done: list[np.ndarray] = []
-    for start in starts:
+    for start in _progress(range(0, len(token_ids), batch_size), show_progress):
       idx = order[start:start + batch_size]
       length = tokenization.bucket_length(int(lengths[idx[0]]), max_length, self.buckets)
       ids, mask = self.tokenizer.pad([token_ids[i] for i in idx], length)
-      ids, mask = _pad_rows(ids, mask, self.batch_rows(len(idx), batch_size), self.tokenizer.pad_id)
+      rows = self.batch_rows(len(idx), batch_size)
+      ids, mask = _pad_rows(ids, rows, self.tokenizer.pad_id), _pad_rows(mask, rows, 0)
       ids, mask = jax.device_put((ids, mask), self._sharded)
-      pending.append((len(idx), fn(self.params, ids, mask)))  # Async: tokenises the next batch meanwhile.
+      pending.append((len(idx), fn(self.params, ids, mask)))  # Async: pads the next batch meanwhile.
       if len(pending) > _IN_FLIGHT:
         done.append(_to_host(*pending.popleft()))
     done.extend(_to_host(*p) for p in pending)
-    out = np.empty((len(texts), dim), np.float32)
+    out = np.empty((len(token_ids), done[0].shape[-1]), np.float32)
     out[order] = np.concatenate(done)
-    return out[0] if single else out
+    return out
+
+  def _encode_packed(self, token_ids: list[list[int]], output: tuple, batch_size: int,
+                     show_progress: bool) -> np.ndarray:
+    """Embeddings [n, D]: texts packed into rows of L tokens, L // 8 texts at most (`packing.pack`), and
+    `batch_size` rows per call (rounded up to a multiple of the device count; the last call: the next power
+    of two), so an `encode` call compiles at most two shapes."""
+    max_length = self.config.max_seq_length
+    total = sum(len(x) for x in token_ids)  # L >= the longest text, as that is at most max_length.
+    row_length = tokenization.bucket_length(min(total, max_length), max_length, self.buckets)
+    num_slots = max(1, row_length // _TOKENS_PER_SLOT)
+    fn = self._embed_fn(*output, num_slots=num_slots)
+    rows = packing.pack(token_ids, row_length, num_slots, self.tokenizer.pad_id)
+    by_row = np.argsort(rows.row_N, kind="stable")  # Texts grouped by row: each call's texts are a slice.
+    num_rows = rows.ids_RxL.shape[0]
+    per_call = self.batch_rows(batch_size, batch_size)  # A multiple of the device count.
+    starts = range(0, num_rows, per_call)
+    text_bounds = np.searchsorted(rows.row_N[by_row], list(starts) + [num_rows])
+    pending: collections.deque = collections.deque()
+    done: list[tuple[np.ndarray, np.ndarray]] = []  # (texts, their embeddings [T, D]) per call.
+    for k, start in enumerate(_progress(starts, show_progress)):
+      call_rows = self.batch_rows(min(per_call, num_rows - start), per_call)
+      padding = ((rows.ids_RxL, self.tokenizer.pad_id), (rows.segment_ids_RxL, 0), (rows.position_ids_RxL, 0))
+      arrays = [_pad_rows(x[start:start + per_call], call_rows, pad) for x, pad in padding]
+      emb_BxSxD = fn(self.params, *jax.device_put(arrays, self._sharded))  # Async: slices the next call.
+      texts = by_row[text_bounds[k]:text_bounds[k + 1]]
+      pending.append((texts, rows.row_N[texts] - start, rows.slot_N[texts], emb_BxSxD))
+      if len(pending) > _IN_FLIGHT:
+        done.append(_slots_to_host(*pending.popleft()))
+    done.extend(_slots_to_host(*p) for p in pending)
+    out = np.empty((len(token_ids), done[0][1].shape[-1]), np.float32)
+    for texts, emb_TxD in done:
+      out[texts] = emb_TxD
+    return out
 
   def encode_query(self, texts: str | Sequence[str], batch_size: int = 64, normalize: bool | None = None,
                    show_progress: bool = False, *, prompt_name: str | None = None, prompt: str | None = None,
@@ -246,7 +309,7 @@ class Encoder:
     return (f"Encoder(layers={bert.num_hidden_layers}, dim={self.dim}, pooling={self.config.pooling!r}, "
             f"normalize={self.config.normalize}, max_seq_length={self.config.max_seq_length}, "
             f"dtype={jnp.dtype(self.dtype).name}, devices={len(self.devices)}"
-            + (f", prompts={prompts}" if prompts else "") + ")")
+            + (f", prompts={prompts}" if prompts else "") + ("" if self.packing else ", packing=False") + ")")
 
 
 def _check_prompts(prompts: Mapping[str, str | None] | None) -> dict[str, str]:
@@ -275,34 +338,46 @@ def _check_texts(texts: Any) -> list[str]:
   return list(texts)
 
 
-def _pad_rows(ids: np.ndarray, mask: np.ndarray, rows: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-  extra = rows - ids.shape[0]
-  if extra <= 0:
-    return ids, mask
-  ids = np.concatenate([ids, np.full((extra, ids.shape[1]), pad_id, ids.dtype)])
-  return ids, np.concatenate([mask, np.zeros((extra, mask.shape[1]), mask.dtype)])
+def _progress(batches: range, show: bool):
+  if not show:
+    return batches
+  import tqdm
+  return tqdm.tqdm(batches, desc="Batches", unit="batch")
+
+
+def _pad_rows(x_RxL: np.ndarray, rows: int, pad: int) -> np.ndarray:
+  """x_RxL with rows of `pad` appended up to `rows`."""
+  extra = rows - x_RxL.shape[0]
+  return np.pad(x_RxL, ((0, extra), (0, 0)), constant_values=pad) if extra > 0 else x_RxL
 
 
 def _to_host(count: int, emb: jax.Array) -> np.ndarray:
   return np.asarray(emb, np.float32)[:count]
 
 
+def _slots_to_host(texts: np.ndarray, row_T: np.ndarray, slot_T: np.ndarray,
+                   emb_BxSxD: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+  """(texts, emb_TxD): the used slots of a packed call's embeddings, copied to the host."""
+  return texts, np.asarray(emb_BxSxD, np.float32)[row_T, slot_T]
+
+
 def load_encoder(path: str, dtype: Any = jnp.float32, step: int | None = None,
-                 truncate_dim: int | None = None) -> Encoder:
+                 truncate_dim: int | None = None, packing: bool = True) -> Encoder:
   """Encoder from a HF / sentence-transformers directory (with the prompts, default prompt and truncate_dim
   of its config_sentence_transformers.json), or from a training workdir (has checkpoints/; its latest
-  checkpoint, or `step`; the prompts of its config's model.prompts). `truncate_dim` overrides the saved one."""
+  checkpoint, or `step`; the prompts of its config's model.prompts). `truncate_dim` overrides the saved one;
+  `packing`: see `Encoder`."""
   path = os.fspath(path)
   if workdir.is_workdir(path):
     trained = workdir.read(path, step)
     config = model_lib.encoder_config(trained.config["model"])
     return Encoder(config, trained.params["encoder"], tokenization.Tokenizer(trained.tokenizer_dir),
                    dtype=dtype, nli_head=trained.params.get("heads", {}).get("nli"), step=trained.step,
-                   prompts=trained.prompts, truncate_dim=truncate_dim)
+                   prompts=trained.prompts, truncate_dim=truncate_dim, packing=packing)
   if step is not None:
     raise ValueError(f"{path} is a model directory, not a training workdir: drop --step.")
   config, params, tokenizer = hf_io.load_hf_directory(path)
   settings = hf_io.read_encode_settings(path, config)
   if truncate_dim is not None:
     settings["truncate_dim"] = truncate_dim
-  return Encoder(config, params, tokenizer, dtype=dtype, **settings)
+  return Encoder(config, params, tokenizer, dtype=dtype, packing=packing, **settings)

@@ -3,6 +3,11 @@
 Post-LN transformer layers with exact (erf) GELU, learned absolute positions and token types. Params are
 kept in fp32 (`param_dtype`); `dtype` sets the compute precision (bf16 on accelerators). The parameter
 tree mirrors Hugging Face names closely so that `hf_io.py` maps it one-to-one.
+
+Packed rows (several texts in one row, see `packing.py`) carry segment ids (0 for padding, s >= 1 for the
+row's s-th text) and position ids that restart at 0 for each text: attention is block-diagonal, and
+`SentenceEncoder.packed` pools each segment into its own embedding. A text's embedding is then the one it
+gets alone in a padded row (up to float summation order), with little compute spent on padding.
 """
 
 from __future__ import annotations
@@ -100,13 +105,28 @@ class Dropout(nn.Module):
     return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros_like(x))
 
 
+def attention_bias(mask_BxL, segment_ids_BxL=None):
+  """Additive attention bias, fp32: 0 where a query may attend a key, -1e9 elsewhere.
+
+  -1e9, not -inf: a query with no valid key (a padding row or token) stays finite. Padded rows: [B, 1, 1, L],
+  padding keys masked. Packed rows (`segment_ids_BxL` given): [B, 1, L, L], block-diagonal, so a token sees
+  the valid keys of its own text only and the texts of a row do not see each other.
+  """
+  if segment_ids_BxL is None:
+    return jnp.where(mask_BxL > 0, 0.0, -1e9).astype(jnp.float32)[:, None, None, :]
+  same_BxLxL = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
+  allowed_BxLxL = same_BxLxL & (mask_BxL > 0)[:, None, :]
+  return jnp.where(allowed_BxLxL, 0.0, -1e9).astype(jnp.float32)[:, None]
+
+
 class BertLayer(nn.Module):
   """One post-LN transformer layer: attention -> add & norm -> GELU MLP -> add & norm."""
   config: BertConfig
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_BxL, deterministic: bool):
+  def __call__(self, x_BxLxD, bias_Bx1xQxL, deterministic: bool):
+    """bias_Bx1xQxL: additive attention bias from `attention_bias` (Q is 1 for padded rows, L for packed)."""
     cfg = self.config
     heads = cfg.num_attention_heads
     head_dim = cfg.hidden_size // heads
@@ -119,9 +139,7 @@ class BertLayer(nn.Module):
     k_BxNxLxH = split_heads(_dense(cfg.hidden_size, cfg, self.dtype, "key")(x_BxLxD))
     v_BxNxLxH = split_heads(_dense(cfg.hidden_size, cfg, self.dtype, "value")(x_BxLxD))
     logits_BxNxLxL = jnp.matmul(q_BxNxLxH, k_BxNxLxH.swapaxes(-1, -2)).astype(jnp.float32)
-    # Padding keys get -1e9 (not -inf): a row with no valid key (a padded batch row) stays finite.
-    bias_Bx1x1xL = jnp.where(mask_BxL > 0, 0.0, -1e9).astype(jnp.float32)[:, None, None, :]
-    probs = jax.nn.softmax(logits_BxNxLxL / jnp.sqrt(jnp.float32(head_dim)) + bias_Bx1x1xL, axis=-1)
+    probs = jax.nn.softmax(logits_BxNxLxL / jnp.sqrt(jnp.float32(head_dim)) + bias_Bx1xQxL, axis=-1)
     probs = Dropout(cfg.attention_probs_dropout_prob)(probs.astype(self.dtype), deterministic=deterministic)
     ctx_BxLxD = jnp.matmul(probs, v_BxNxLxH).transpose(0, 2, 1, 3).reshape(batch, length, cfg.hidden_size)
 
@@ -137,31 +155,40 @@ class BertLayer(nn.Module):
 
 
 class Bert(nn.Module):
-  """BERT body: embeddings and `num_hidden_layers` layers; returns the last hidden state [B, L, D]."""
+  """BERT body: embeddings and `num_hidden_layers` layers; returns the last hidden state [B, L, D].
+
+  Packed rows pass `segment_ids_BxL` (0 padding, s >= 1 the row's s-th text: attention stays within a
+  text) and `position_ids_BxL` (restarting at 0 for each text); without them a row is one text at
+  positions 0..L-1.
+  """
   config: BertConfig
   dtype: Any = jnp.float32
   remat: bool = False  # Recompute layer activations in the backward pass (saves memory).
 
   @nn.compact
   def __call__(self, input_ids_BxL, attention_mask_BxL, token_type_ids_BxL=None,
-               deterministic: bool = True):
+               deterministic: bool = True, segment_ids_BxL=None, position_ids_BxL=None):
     cfg = self.config
     init = nn.initializers.normal(cfg.initializer_range)
     if token_type_ids_BxL is None:
       token_type_ids_BxL = jnp.zeros_like(input_ids_BxL)
-    positions_L = jnp.arange(input_ids_BxL.shape[1])
 
     def embed(num, name):
       return nn.Embed(num, cfg.hidden_size, embedding_init=init, param_dtype=jnp.float32, name=name)
 
-    x = (embed(cfg.vocab_size, "word_embeddings")(input_ids_BxL)
-         + embed(cfg.max_position_embeddings, "position_embeddings")(positions_L)[None]
+    position_embed = embed(cfg.max_position_embeddings, "position_embeddings")
+    if position_ids_BxL is None:
+      positions_BxLxD = position_embed(jnp.arange(input_ids_BxL.shape[1]))[None]
+    else:
+      positions_BxLxD = position_embed(position_ids_BxL)
+    x = (embed(cfg.vocab_size, "word_embeddings")(input_ids_BxL) + positions_BxLxD
          + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids_BxL))
     x = _layer_norm(cfg, self.dtype, "embeddings_layer_norm")(x.astype(self.dtype))
     x = Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    bias = attention_bias(attention_mask_BxL, segment_ids_BxL)
     layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
     for i in range(cfg.num_hidden_layers):
-      x = layer_cls(cfg, self.dtype, name=f"layer_{i}")(x, attention_mask_BxL, deterministic)
+      x = layer_cls(cfg, self.dtype, name=f"layer_{i}")(x, bias, deterministic)
     if self.is_initializing():
       # HF BertModel has a pooler (dense + tanh on [CLS]); sentence encoders do not use it, but it is kept
       # so exported checkpoints load into `BertModel` with no missing keys.
@@ -180,6 +207,33 @@ def pool(hidden_BxLxD, mask_BxL, mode: str):
   if mode == "max":
     return jnp.where(mask > 0, hidden_BxLxD, -1e9).max(1)
   raise ValueError(f"pooling={mode!r}: use one of {POOLING_MODES}.")
+
+
+def pool_segments(hidden_BxLxD, segment_ids_BxL, num_slots: int, mode: str):
+  """One embedding per text of packed rows, [B, S, D] fp32 with S = num_slots: slot s pools the tokens of
+  segment s + 1 as `pool` pools a padded row's valid tokens. Empty slots give zeros (the caller drops them).
+
+  Mean pooling is a one-hot matmul at HIGHEST precision (full fp32 where the default would round to
+  tf32/bf16, and deterministic, unlike a scatter-add); max is a per-row segment max (order-free, so exact);
+  cls takes each segment's first token.
+  """
+  hidden_BxLxD = hidden_BxLxD.astype(jnp.float32)
+  slots_S = jnp.arange(1, num_slots + 1, dtype=segment_ids_BxL.dtype)
+  member_BxSxL = segment_ids_BxL[:, None, :] == slots_S[None, :, None]
+  if mode == "mean":
+    member = member_BxSxL.astype(jnp.float32)
+    sums_BxSxD = jnp.einsum("bsl,bld->bsd", member, hidden_BxLxD, precision=jax.lax.Precision.HIGHEST)
+    return sums_BxSxD / jnp.maximum(member.sum(-1), 1e-9)[..., None]
+  if mode == "cls":
+    first_BxS = jnp.argmax(member_BxSxL, axis=-1)  # The first token of each slot (0 for an empty slot).
+    emb_BxSxD = jnp.take_along_axis(hidden_BxLxD, first_BxS[..., None], axis=1)
+  elif mode == "max":
+    # Segment 0 (padding) gets an output of its own, dropped; an empty slot's max is -inf.
+    max_fn = lambda h_LxD, s_L: jax.ops.segment_max(h_LxD, s_L, num_segments=num_slots + 1)
+    emb_BxSxD = jax.vmap(max_fn)(hidden_BxLxD, segment_ids_BxL)[:, 1:]
+  else:
+    raise ValueError(f"pooling={mode!r}: use one of {POOLING_MODES}.")
+  return jnp.where(member_BxSxL.any(-1)[..., None], emb_BxSxD, 0.0)
 
 
 def encoder_config(model_config: Mapping[str, Any]) -> EncoderConfig:
@@ -210,6 +264,15 @@ class SentenceEncoder(nn.Module):
     hidden = self.bert(input_ids_BxL, attention_mask_BxL, deterministic=deterministic)
     emb_BxD = pool(hidden, attention_mask_BxL, self.config.pooling)
     return l2_normalize(emb_BxD) if self.config.normalize else emb_BxD
+
+  def packed(self, input_ids_BxL, segment_ids_BxL, position_ids_BxL, num_slots: int,
+             deterministic: bool = True):
+    """Packed rows (see `packing.pack`) -> one embedding per text, [B, S, D] fp32 (S = num_slots): slot s
+    holds the text of segment s + 1, equal to what `__call__` gives that text alone; empty slots are 0."""
+    hidden = self.bert(input_ids_BxL, segment_ids_BxL > 0, deterministic=deterministic,
+                       segment_ids_BxL=segment_ids_BxL, position_ids_BxL=position_ids_BxL)
+    emb_BxSxD = pool_segments(hidden, segment_ids_BxL, num_slots, self.config.pooling)
+    return l2_normalize(emb_BxSxD) if self.config.normalize else emb_BxSxD
 
   def hidden_states(self, input_ids_BxL, attention_mask_BxL, deterministic: bool = True):
     return self.bert(input_ids_BxL, attention_mask_BxL, deterministic=deterministic)
