@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import json
 import os
 import statistics
 import sys
@@ -30,6 +31,9 @@ def read_texts(path: str) -> list[str]:
   """STS-B tsv(.gz): sentence1 + sentence2 of every row; any other file: one text per line."""
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "rt", encoding="utf-8", newline="") as f:
+    if ".jsonl" in os.path.basename(path):  # A BEIR corpus or queries file: (title + " " + text).
+      rows = [json.loads(line) for line in f if line.strip()]
+      return [((r.get("title") or "") + " " + r["text"]).strip() for r in rows]
     if ".tsv" in os.path.basename(path):
       rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
       if rows and "sentence1" in rows[0]:
@@ -57,6 +61,7 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--threads", type=int, default=os.cpu_count(), help="Threads for both sides.")
+  parser.add_argument("--limit", type=int, default=None, help="Encode the first N texts only.")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="JAX compute.")
   return parser.parse_args()
 
@@ -86,36 +91,47 @@ def main() -> None:
   torch.set_num_threads(args.threads)
   model_dir = args.model or _default_model()
   input_path = args.input or _default_input()
-  texts = read_texts(input_path)
+  texts = read_texts(input_path)[:args.limit]
   ours = neuralir_jax.load_encoder(model_dir, dtype=jnp.dtype(args.dtype))
+  padded = neuralir_jax.load_encoder(model_dir, dtype=jnp.dtype(args.dtype), packing=False)
   theirs = SentenceTransformer(model_dir, device="cpu")
 
   def run_ours():
     return ours.encode(texts, batch_size=args.batch_size)
+
+  def run_padded():
+    return padded.encode(texts, batch_size=args.batch_size)
 
   def run_theirs():
     with torch.inference_mode():
       return theirs.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
 
   warm_ours = _timed(run_ours)  # Compiles every (rows, bucket) shape this input needs.
+  warm_padded = _timed(run_padded)
   warm_theirs = _timed(run_theirs)
-  times_ours, times_theirs = [], []
+  times_ours, times_padded, times_theirs = [], [], []
   for _ in range(args.repeats):
     times_ours.append(_timed(run_ours))
+    times_padded.append(_timed(run_padded))
     times_theirs.append(_timed(run_theirs))
   a, b = run_ours(), run_theirs()
   cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
   n = len(texts)
+  lengths = np.array([len(x) for x in ours.tokenizer.token_ids(texts, ours.max_seq_length)])
+  print(f"tokens: {lengths.sum()} in {n} texts (mean {lengths.mean():.1f}, max {lengths.max()})")
   print(f"model: {model_dir}")
   print(f"input: {input_path} ({n} texts), batch_size={args.batch_size}, threads={args.threads}, "
         f"jax {jax.__version__} on {jax.devices()[0].platform} ({args.dtype}), torch {torch.__version__}")
-  print(f"first call (compilation included): neuralir_jax {warm_ours:.2f}s ({ours.num_traces} shapes), "
+  print(f"first call (compilation included): neuralir_jax packed {warm_ours:.2f}s ({ours.num_traces} shapes), "
+        f"padded {warm_padded:.2f}s ({padded.num_traces} shapes), "
         f"sentence-transformers {warm_theirs:.2f}s, ratio {warm_theirs / warm_ours:.2f}x")
   for name, pick in (("median", statistics.median), ("best", min)):
     t_ours, t_theirs = pick(times_ours), pick(times_theirs)
-    print(f"{name} of {args.repeats}: neuralir_jax {n / t_ours:7.1f} sentences/s ({t_ours:.3f}s), "
+    t_padded = pick(times_padded)
+    print(f"{name} of {args.repeats}: neuralir_jax packed {n / t_ours:7.1f} sentences/s ({t_ours:.3f}s), "
+          f"padded {n / t_padded:7.1f} ({t_padded:.3f}s), "
           f"sentence-transformers {n / t_theirs:7.1f} sentences/s ({t_theirs:.3f}s), "
-          f"ratio {t_theirs / t_ours:.2f}x")
+          f"ratio packed/ST {t_theirs / t_ours:.2f}x, padded/ST {t_theirs / t_padded:.2f}x")
   print(f"agreement: min cosine {cosine.min():.6f}")
 
 

@@ -173,8 +173,7 @@ def sentence_transformers():
 
 
 def test_encode_packed_equals_unpacked_and_sentence_transformers(minilm_path, sentence_transformers):
-  packed_encoder = neuralir_jax.load_encoder(minilm_path)
-  assert packed_encoder.packing
+  packed_encoder = neuralir_jax.load_encoder(minilm_path, packing=True)
   unpacked_encoder = neuralir_jax.load_encoder(minilm_path, packing=False)
   texts = TEXTS + ["Hi"] * 3 + ["A short one.", "b"]
   packed = packed_encoder.encode(texts, batch_size=8)  # 2 rows of 256 tokens (13 texts share one).
