@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 rm -f "$OUT/mined.jsonl.gz"
 t0=$(date +%s)
 $NEURALIR mine --model minilm --data beir:data/retrieval/scifact:train80 --output "$OUT/mined.jsonl.gz" \
-  --num-negatives 8 --range-max 50
+  --num-negatives 8 --range-max 50 --max-length 128
 t1=$(date +%s)
 $NEURALIR train --config configs/scifact.py --workdir "$OUT/model" \
   "--config.data.train=triples:$OUT/mined.jsonl.gz" "$@"

@@ -1,7 +1,7 @@
 """The packaged all-MiniLM-L6-v2 fine-tuned into a SciFact retriever on its own mined hard negatives:
 
   neuralir mine --model minilm --data beir:data/retrieval/scifact:train80 --output M.jsonl.gz \\
-      --num-negatives 8 --range-max 50
+      --num-negatives 8 --range-max 50 --max-length 128
   neuralir train --config configs/scifact.py --workdir W --config.data.train=triples:M.jsonl.gz
   neuralir eval --model W --task beir:data/retrieval/scifact:dev20 --task beir:data/retrieval/scifact:test
 
@@ -9,8 +9,8 @@
 output of that mine command. InfoNCE (scale 20 / tau 0.05) over in-batch positives and k hard negatives
 per query, every judged positive of a query masked, one epoch of the 736 train80 rows at batch 32 (23
 steps), AdamW lr 5e-5 with 10% warmup and linear decay, weight decay 0.01 off LayerNorms and biases, clip
-1.0, dropout 0.1, queries up to 64 tokens and documents up to 128, padded to length buckets. lr, k and the
-negatives source were chosen on the dev20 split (README, "Fine-tune a retriever on your corpus").
+1.0, dropout 0.1, queries up to 64 tokens and documents up to 128, padded to length buckets. lr, k, the
+negatives source and the mining length were chosen on the dev20 split (README, "Fine-tune a retriever on your corpus").
 """
 
 from . import common
