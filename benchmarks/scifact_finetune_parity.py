@@ -30,13 +30,17 @@ TRIPLES = os.path.join(REPO, "data", "triples", "scifact_train_bm25_triples.json
 TASK = "beir:data/retrieval/scifact:test"
 
 
+def read_triples() -> list[dict]:
+  with gzip.open(TRIPLES, "rt") as f:
+    return [json.loads(line) for line in f]
+
+
 def our_batches(config) -> list[list[dict]]:
   """The triples of each global batch neuralir_jax trains on, in its order (data.make_train_iterator's
   random sampler: grain's seeded shuffle of the records, repeated), checked against the records it reads."""
   import grain
   from neuralir_jax import data
-  with gzip.open(TRIPLES, "rt") as f:
-    triples = [json.loads(line) for line in f]
+  triples = read_triples()
   records = data.load_records(config.data.train, config.data.view, seed=config.seed,
                               num_negatives=config.data.num_negatives)
   assert [r["anchor"] for r in records] == [t["query"] for t in triples], "records are not in file order"
@@ -47,8 +51,7 @@ def our_batches(config) -> list[list[dict]]:
 
 def own_batches(seed: int, config) -> list[list[dict]]:
   """One epoch of the triples shuffled by Python's random with the seed (the last batch is short)."""
-  with gzip.open(TRIPLES, "rt") as f:
-    triples = [json.loads(line) for line in f]
+  triples = read_triples()
   random.Random(seed).shuffle(triples)
   return [triples[i:i + config.batch_size] for i in range(0, len(triples), config.batch_size)]
 

@@ -254,9 +254,9 @@ class Encoder:
     text_bounds = np.searchsorted(rows.row_N[by_row], list(starts) + [num_rows])
     pending: collections.deque = collections.deque()
     done: list[tuple[np.ndarray, np.ndarray]] = []  # (texts, their embeddings [T, D]) per call.
+    padding = ((rows.ids_RxL, self.tokenizer.pad_id), (rows.segment_ids_RxL, 0), (rows.position_ids_RxL, 0))
     for k, start in enumerate(_progress(starts, show_progress)):
       call_rows = self.batch_rows(min(per_call, num_rows - start), per_call)
-      padding = ((rows.ids_RxL, self.tokenizer.pad_id), (rows.segment_ids_RxL, 0), (rows.position_ids_RxL, 0))
       arrays = [_pad_rows(x[start:start + per_call], call_rows, pad) for x, pad in padding]
       emb_BxSxD = fn(self.params, *jax.device_put(arrays, self._sharded))  # Async: slices the next call.
       texts = by_row[text_bounds[k]:text_bounds[k + 1]]
