@@ -57,6 +57,12 @@ def base_config() -> ml_collections.ConfigDict:
   # out of the same global batch (sentence-transformers' NoDuplicatesBatchSampler).
   c.data.sampler = "random"
   c.data.buckets = ()  # Length buckets (e.g. (32, 64)); () pads every batch to max_length (one jit shape).
+  # Packing: every text of a device's share of the batch goes into rows of the longest max length (query or
+  # document), several texts per row (block-diagonal attention, positions restarting per text), so no
+  # compute goes to padding; rows per device are rounded up to pack_row_multiple (a few jit shapes).
+  c.data.packing = False
+  c.data.pack_max_slots = 0  # Texts per row at most; 0 = row length // 8.
+  c.data.pack_row_multiple = 4  # Rows per device: a multiple of this (and of the GradCache chunk count).
   c.data.tfds_data_dir = ""  # data_dir for tfds: sources ("" = TFDS default).
   c.data.skip_invalid = False  # Skip (and count) invalid rows instead of failing, e.g. SNLI's "-" labels.
 

@@ -7,10 +7,12 @@ shared. A family provides:
   deterministic              no dropout, so no rng is needed;
   text_columns(record_keys)  the columns of the training records to tokenise;
   init_params(rng, pretrained) -> {'encoder': ..., other params};
-  inputs(batch)              -> ({group: (ids_NxL, mask_NxL)}, unstack): every text the model runs on, in
+  inputs(batch, num_shards)  -> ({group: (ids_NxL, mask_NxL)}, unstack): every text the model runs on, in
                                 flat groups (one encoder call each), and a function turning the model's
-                                {group: [N, ...]} outputs back into named columns;
-  embed(enc_params, ids_NxL, mask_NxL, rng) -> outputs [N, ...] (what GradCache caches);
+                                {group: [N, ...]} outputs back into named columns (packed batches: one
+                                group of rows, see `inputs`);
+  embed_fn(group)            -> (enc_params, ids_NxL, mask_NxL, rng) -> outputs [N, ...] (what GradCache
+                                caches);
   loss(rest, columns, aux, axis_name) -> (loss, metrics) on one device's rows (in shard_map or pmap);
   train_flops(batch, num_devices)      model FLOPs of one global step, for MFU;
   encoder(params, tokenizer)           the object the evaluation encodes (and predicts NLI) with;
@@ -29,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from neuralir_jax import config_lib, flops, hf_io, objectives, tokenization
+from neuralir_jax import config_lib, flops, hf_io, objectives, packing, tokenization
 from neuralir_jax import encoder as encoder_lib
 from neuralir_jax import model as model_lib
 
@@ -59,11 +61,30 @@ class BiEncoder:
     a one-line error naming what to change when one is missing."""
     return objectives.text_columns(self.config, {f"{k}_ids" for k in keys} | keys)
 
-  def inputs(self, batch: dict) -> tuple[dict[str, tuple[jax.Array, jax.Array]], Callable[[dict], dict]]:
+  def inputs(self, batch: dict, num_shards: int = 1
+             ) -> tuple[dict[str, tuple[jax.Array, jax.Array]], Callable[[dict], dict]]:
     """Text columns grouped by padded length (queries and documents may differ), each group flat:
     ({group: (ids_NxL, mask_NxL)}, unstack: {group: emb_NxD} -> {column: emb}). One group (one encoder
-    call) when every column has the same length."""
+    call) when every column has the same length.
+
+    A packed batch (`packed_tokens`, see data.py) is one group "packed" of rows [R, L] with their segment
+    ids in place of the mask; its embeddings [R, S, D] are gathered per column through `c_slot`, which is
+    local to each of the num_shards devices whose rows and examples are stacked in the batch (1 under
+    pmap): a batched gather along the device axis, so no device reads another's rows.
+    """
     columns = objectives.text_columns(self.config, set(batch))
+    if "packed_tokens" in batch:
+      def unstack_packed(embs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        emb_RxSxD = embs["packed"]
+        per_shard = emb_RxSxD.reshape(num_shards, -1, emb_RxSxD.shape[-1])
+        out = {}
+        for c in columns:
+          index = batch[f"{c}_slot"].reshape(num_shards, -1, 1)
+          out[c] = jnp.take_along_axis(per_shard, index, axis=1).reshape(-1, emb_RxSxD.shape[-1])
+        return out
+
+      return {"packed": (batch["packed_tokens"], batch["packed_segments"])}, unstack_packed
+
     by_length: dict[int, list[str]] = {}
     for c in columns:
       by_length.setdefault(batch[f"{c}_ids"].shape[-1], []).append(c)
@@ -81,6 +102,20 @@ class BiEncoder:
 
     return texts, unstack
 
+  def embed_fn(self, group: str) -> Callable:
+    """(params, ids_NxL, mask_NxL, rng) -> [N, D] for a padded group; for "packed", (params, tokens_RxL,
+    segments_RxL, rng) -> [R, S, D] (`SentenceEncoder.packed`, S = packing.default_slots of the row)."""
+    if group != "packed":
+      return self.embed
+
+    def embed_packed(params, tokens_RxL, segments_RxL, rng):
+      rngs = {} if self.deterministic or rng is None else {"dropout": rng}
+      num_slots = packing.default_slots(tokens_RxL.shape[-1], self.config.data.pack_max_slots)
+      return self.module.apply({"params": params}, tokens_RxL, segments_RxL, None, num_slots,
+                               deterministic=self.deterministic, rngs=rngs, method="packed")
+
+    return embed_packed
+
   def embed(self, params: Any, ids_NxL: jax.Array, mask_NxL: jax.Array, rng: jax.Array | None) -> jax.Array:
     rngs = {} if self.deterministic or rng is None else {"dropout": rng}
     return self.module.apply({"params": params}, ids_NxL, mask_NxL, deterministic=self.deterministic,
@@ -90,20 +125,21 @@ class BiEncoder:
     return objectives.objective_losses(self.config, rest, embs, aux, axis_name)
 
   def train_flops(self, batch: dict[str, np.ndarray], num_devices: int) -> float:
-    """Model FLOPs of one global step (padding counts as work): the columns the objectives encode, at their
-    padded lengths, plus the InfoNCE logits against the nominal candidates (masked ones are computed too)."""
+    """Model FLOPs of one global step from a process's local batch (x process count): every text the
+    objectives encode at its real length (padding, in a padded or a packed row, is waste, not work), plus
+    the InfoNCE logits against the nominal candidates (masked ones are computed too)."""
     config = self.config
     columns = objectives.text_columns(config, set(batch))
-    seq_lens = [batch[f"{c}_ids"].shape[-1] for c in columns
-                for _ in range(int(np.prod(batch[f"{c}_ids"].shape[1:-1], dtype=np.int64)))]
     candidates = symmetric = 0
     if "infonce" in objectives.enabled(config):
       rows = config.batch_size if config.negatives == "global" else config.batch_size // num_devices
-      k = int(np.prod(batch["negative_ids"].shape[1:-1], dtype=np.int64)) if "negative" in columns else 0
+      k = objectives.texts_per_example(batch, "negative") if "negative" in columns else 0
       candidates = rows * (1 + k)
       symmetric = rows if config.infonce.symmetric else 0
-    return flops.train_flops_per_step(self.encoder_config.bert, seq_lens, config.batch_size, candidates,
-                                      symmetric)
+    lengths = text_lengths(batch, columns)
+    return (flops.encoder_flops(self.encoder_config.bert, lengths) * jax.process_count()
+            + flops.train_flops_per_step(self.encoder_config.bert, [], config.batch_size, candidates,
+                                         symmetric))
 
   def encoder(self, params: dict, tokenizer: tokenization.Tokenizer) -> encoder_lib.Encoder:
     """The params' encoder (and NLI head, when trained) as an `Encoder`, for evaluation."""
@@ -111,6 +147,18 @@ class BiEncoder:
     return encoder_lib.Encoder(self.encoder_config, params["encoder"], tokenizer,
                                nli_head=params.get("heads", {}).get("nli"),
                                **({"prompts": prompts} if prompts else {}))
+
+
+def text_lengths(batch: dict[str, np.ndarray], columns: tuple[str, ...]) -> np.ndarray:
+  """Token count of every text of these columns in a numpy batch, padded or packed."""
+  if "packed_segments" in batch:  # Every text of a packed batch is one segment of one row.
+    segments = np.asarray(batch["packed_segments"])
+    counts = np.zeros((segments.shape[0], int(segments.max(initial=0)) + 1), np.int64)
+    np.add.at(counts, (np.arange(segments.shape[0])[:, None], segments), 1)
+    counts = counts[:, 1:]
+    return counts[counts > 0]
+  return np.concatenate([np.asarray(batch[f"{c}_mask"]).reshape(-1, batch[f"{c}_mask"].shape[-1]).sum(-1)
+                         for c in columns])
 
 
 def resolve_model(config: ml_collections.ConfigDict

@@ -267,6 +267,9 @@ def _check_model_and_data(config: ml_collections.ConfigDict, max_positions: int 
       _require(config, _value(config, key) <= max_positions, key,
                f"the model has {max_positions} position embeddings; set --config.{key}={max_positions} or less")
   _number(config, "data.num_negatives", 1, 1)
+  _require(config, isinstance(config.data.packing, bool), "data.packing", "must be true or false")
+  _number(config, "data.pack_max_slots", 0, 0)
+  _number(config, "data.pack_row_multiple", 4, 1)
   _choice(config, "data.view", VIEWS)
   _choice(config, "data.sampler", SAMPLERS)
   for name in ("query", "document"):

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import grain
 import numpy as np
 
-from neuralir_jax import config_lib, readers
+from neuralir_jax import config_lib, packing, readers
 from neuralir_jax.readers import NLI_LABELS, load_beir, read_nli, read_sts  # noqa: F401 (re-exported)
 from neuralir_jax.tokenization import Tokenizer
 
@@ -402,6 +402,17 @@ def attach_hashes(records: Sequence[dict], columns: Sequence[str]) -> list[dict]
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Packing:
+  """Packed batches (`data.packing`): each of the num_devices devices' texts (its consecutive share of the
+  global batch's records, every text column) packed into the same number of rows of the longest max length
+  among the columns, `packing.default_slots(L, max_slots)` texts per row at most, rows per device rounded
+  up to row_multiple."""
+  num_devices: int
+  max_slots: int = 0
+  row_multiple: int = 4
+
+
 class _TokenizeBatch(grain.transforms.Map):
   """A global batch of records -> this process's numpy batch dict.
 
@@ -409,28 +420,56 @@ class _TokenizeBatch(grain.transforms.Map):
   one length: the bucket of the longest sequence of the *global* batch, so every process gets the same
   shape (needed to assemble a global array); each process therefore tokenises the whole global batch, and
   keeps rows [offset, offset + local). A column whose records hold a list of k texts gives [B, k, L].
-  Prompts (column -> text) are prepended before tokenisation.
+  Prompts (column -> text) are prepended before tokenisation. With `packing`, the texts are packed per
+  device instead (`packed_tokens`, `packed_segments` [rows of this process's devices, L] and `c_slot`
+  [B(, k)] in place of `c_ids`/`c_mask`; see `Packing` and `packing.pack_per_device`).
   """
 
   def __init__(self, tokenizer: Tokenizer, columns: Sequence[str], scalars: Sequence[str],
                max_lengths: dict[str, int], prompts: dict[str, str], buckets: Sequence[int] | None,
-               offset: int, local: int):
+               offset: int, local: int, packing_spec: Packing | None = None):
     self.tokenizer, self.columns, self.scalars = tokenizer, tuple(columns), tuple(scalars)
     self.max_lengths, self.prompts, self.buckets = max_lengths, prompts, buckets
-    self.offset, self.local = offset, local
+    self.offset, self.local, self.packing = offset, local, packing_spec
+
+  def _texts(self, records: Sequence[dict], column: str) -> tuple[list[str], int]:
+    """The column's texts, prompt prepended, record by record (k per record for a list column), and k."""
+    prompt = self.prompts.get(column, "")
+    values = [r[column] if isinstance(r[column], list) else [r[column]] for r in records]
+    return [prompt + t for v in values for t in v], len(values[0])
+
+  def _packed(self, records: Sequence[dict]) -> dict[str, np.ndarray]:
+    n, spec = len(records), self.packing
+    per_device = n // spec.num_devices
+    row_length = max(self.max_lengths[c] for c in self.columns)
+    num_slots = packing.default_slots(row_length, spec.max_slots)
+    token_ids, device_N, spans = [], [], {}
+    for c in self.columns:
+      texts, k = self._texts(records, c)
+      spans[c] = (len(token_ids), k)
+      token_ids += self.tokenizer.token_ids(texts, self.max_lengths[c])
+      device_N.append(np.repeat(np.arange(n) // per_device, k))
+    keep = range(self.offset // per_device, (self.offset + self.local) // per_device)
+    rows = packing.pack_per_device(token_ids, np.concatenate(device_N), spec.num_devices, row_length,
+                                   num_slots, spec.row_multiple, self.tokenizer.pad_id, keep)
+    batch = {"packed_tokens": rows.ids_RxL, "packed_segments": rows.segment_ids_RxL}
+    for c, (start, k) in spans.items():
+      index = rows.index_N[start:start + n * k]
+      shape = (n, k) if isinstance(records[0][c], list) else (n,)
+      batch[f"{c}_slot"] = index.reshape(shape)[self.offset:self.offset + self.local]
+    return batch
 
   def map(self, records: Sequence[dict]) -> dict[str, np.ndarray]:
     n, lo, hi = len(records), self.offset, self.offset + self.local
     mine = records[lo:hi]
-    batch = {}
-    for max_length in sorted(set(self.max_lengths[c] for c in self.columns)):
+    batch = self._packed(records) if self.packing else {}
+    for max_length in ([] if self.packing else sorted(set(self.max_lengths[c] for c in self.columns))):
       group = [c for c in self.columns if self.max_lengths[c] == max_length]
       texts, counts = [], []
       for c in group:
-        prompt = self.prompts.get(c, "")
-        values = [r[c] if isinstance(r[c], list) else [r[c]] for r in records]
-        counts.append(len(values[0]))
-        texts += [prompt + t for v in values for t in v]
+        column_texts, k = self._texts(records, c)
+        counts.append(k)
+        texts += column_texts
       if self.buckets is None:
         ids, mask = self.tokenizer(texts, max_length=max_length, pad_to=max_length)
       else:
@@ -579,7 +618,7 @@ def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, column
                         buckets: Sequence[int] | None = None, process_index: int = 0,
                         process_count: int = 1, num_epochs: int | None = None,
                         max_lengths: dict[str, int] | None = None, prompts: dict[str, str] | None = None,
-                        sampler: str = "random") -> TrainIterator:
+                        sampler: str = "random", packing_spec: Packing | None = None) -> TrainIterator:
   """Batches of `records` for one process (see `TrainIterator`).
 
   Each batch holds, for every text column c, `c_ids`/`c_mask` int32[B, L] ([B, k, L] for a column of k
@@ -590,6 +629,7 @@ def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, column
   prompts override max_length and add prompts per column. sampler "random" shuffles every epoch;
   "no_duplicates" keeps two records of one query or positive out of a global batch (`NoDuplicateBatches`).
   num_epochs=None repeats forever; a finite num_epochs ends after the last full global batch.
+  packing_spec: packed batches instead of padded ones (see `Packing`; buckets are then unused).
   """
   if global_batch_size <= 0 or global_batch_size % process_count:
     raise ValueError(f"global_batch_size {global_batch_size} is not a positive multiple of the "
@@ -634,7 +674,11 @@ def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, column
   # Without buckets every process reads and tokenises only its own slice of each global batch; with
   # buckets (or several length groups) it tokenises the whole global batch so that all processes agree on
   # the padded lengths.
-  slice_only = buckets is None
+  slice_only = buckets is None and packing_spec is None
+  if packing_spec is not None and (global_batch_size % packing_spec.num_devices
+                                   or packing_spec.num_devices % process_count):
+    raise ValueError(f"packing over {packing_spec.num_devices} devices needs global_batch_size "
+                     f"{global_batch_size} and the {process_count} processes to divide evenly; change batch_size.")
 
   def batch_records(step: int) -> list[dict]:
     if slice_only:
@@ -643,7 +687,8 @@ def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, column
 
   batches = (grain.MapDataset.range(num_batches).map(batch_records)
              .map(_TokenizeBatch(tokenizer, columns, scalars, lengths, dict(prompts or {}), buckets,
-                                 offset=0 if slice_only else process_index * local, local=local)))
+                                 offset=0 if slice_only else process_index * local, local=local,
+                                 packing_spec=packing_spec)))
   fingerprint = {"seed": seed, "global_batch_size": global_batch_size, "num_records": len(records),
                  "columns": list(columns), "num_epochs": num_epochs}
   if sampler != "random":  # Absent for "random": states saved before samplers existed still resume.

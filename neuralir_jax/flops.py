@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax
+import numpy as np
 
 from neuralir_jax.model import BertConfig
 
@@ -41,6 +42,14 @@ def flops_per_sequence(bert: BertConfig, seq_len: int) -> float:
   """Forward + backward model FLOPs of encoding one sequence of seq_len tokens."""
   return (6.0 * nonembedding_params(bert) * seq_len
           + 12.0 * bert.num_hidden_layers * seq_len ** 2 * bert.hidden_size)
+
+
+def encoder_flops(bert: BertConfig, lengths: Sequence[int] | np.ndarray) -> float:
+  """Forward + backward model FLOPs of encoding texts of these real lengths (each at its own length, so
+  padding and the attention across texts of a packed row are not counted)."""
+  lengths = np.asarray(lengths, np.float64)
+  return (6.0 * nonembedding_params(bert) * lengths.sum()
+          + 12.0 * bert.num_hidden_layers * (lengths ** 2).sum() * bert.hidden_size)
 
 
 def contrastive_flops_per_step(num_queries: int, candidates_per_query: int, dim: int) -> float:

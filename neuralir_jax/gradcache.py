@@ -92,24 +92,26 @@ def accumulate_chunk_grads(embed_fn: EmbedFn, params: Any, ids_BxL: jax.Array, m
   return grads
 
 
-def grad_cache_value_and_grad(embed_fn: EmbedFn, loss_fn: Callable, enc_params: Any, other_params: Any,
+def grad_cache_value_and_grad(embed_fn: EmbedFn | dict[str, EmbedFn], loss_fn: Callable, enc_params: Any, other_params: Any,
                               texts: dict[str, tuple[jax.Array, jax.Array]],
                               rngs: dict[str, jax.Array | None], chunk_size: int | dict[str, int],
                               num_shards: int = 1, chunk_sharding=None):
   """((loss, aux), (enc_grads, other_grads)) of loss_fn(other_params, {column: emb_BxD}) -> (loss, aux).
 
   texts maps a column to (ids_BxL, mask_BxL); each column is embedded and back-propagated on its own, in
-  chunks of chunk_size rows per device (one size, or one per column).
+  chunks of chunk_size rows per device (one size, or one per column), by embed_fn (one, or one per column;
+  an output may have more axes than [B, D], e.g. [B, S, D] for packed rows).
   """
+  fns = embed_fn if isinstance(embed_fn, dict) else {c: embed_fn for c in texts}
   sizes = chunk_size if isinstance(chunk_size, dict) else {c: chunk_size for c in texts}
   chunks = {c: num_chunks_for(ids.shape[0], num_shards, sizes[c]) for c, (ids, _) in texts.items()}
-  embs = {c: jax.lax.stop_gradient(chunked_embed(embed_fn, enc_params, ids, mask, rngs[c], chunks[c],
+  embs = {c: jax.lax.stop_gradient(chunked_embed(fns[c], enc_params, ids, mask, rngs[c], chunks[c],
                                                  num_shards, chunk_sharding))
           for c, (ids, mask) in texts.items()}
   (loss, aux), (other_grads, emb_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
       other_params, embs)
   enc_grads = None
   for c, (ids, mask) in texts.items():
-    enc_grads = accumulate_chunk_grads(embed_fn, enc_params, ids, mask, rngs[c], emb_grads[c], chunks[c],
+    enc_grads = accumulate_chunk_grads(fns[c], enc_params, ids, mask, rngs[c], emb_grads[c], chunks[c],
                                        num_shards, chunk_sharding, init_grads=enc_grads)
   return (loss, aux), (enc_grads, other_grads)

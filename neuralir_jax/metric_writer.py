@@ -23,7 +23,7 @@ from etils import epath
 from neuralir_jax import flops
 
 METRICS_FILE = "metrics.jsonl"
-_CONSOLE_KEYS = ("loss", "lr", "examples_per_second", "mfu")
+_CONSOLE_KEYS = ("loss", "lr", "examples_per_second", "tokens_per_second", "padding_fraction", "mfu")
 
 
 class MetricWriter:
@@ -107,8 +107,21 @@ def _short(v: Any) -> str:
   return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _token_counts(batch: dict[str, np.ndarray]) -> tuple[int, int]:
+  """(real tokens, token positions computed) of a numpy batch: its masks' ones and sizes, and the packed
+  rows' segment tokens and size (the difference is padding)."""
+  real = computed = 0
+  for key, value in batch.items():
+    if key.endswith("_mask") or key == "packed_segments":
+      real += int(np.count_nonzero(value))
+      computed += int(value.size)
+  return real, computed
+
+
 class Throughput:
-  """Examples/s, tokens/s (real, unpadded) and MFU (model FLOPs of the padded batch) since the last reset."""
+  """Since the last reset: examples/s; tokens/s (real tokens, not padding); padding_fraction (of the token
+  positions the encoder computed, padded or packed rows); MFU of the real texts' model FLOPs (padding is
+  waste, not work: see `BiEncoder.train_flops`)."""
 
   def __init__(self, family, num_devices: int, cpu_peak_flops: float):
     self.family = family
@@ -118,19 +131,22 @@ class Throughput:
     self.reset()
 
   def reset(self) -> None:
-    self.tokens = self.examples = 0
+    self.tokens = self.positions = self.examples = 0
     self.flops = 0.0
     self.tic = time.perf_counter()
 
   def add(self, batch: dict[str, np.ndarray]) -> None:
     """One step's local batch (this process's rows; every process has the same shapes)."""
-    self.tokens += int(sum(v.sum() for k, v in batch.items() if k.endswith("_mask"))) * jax.process_count()
+    real, computed = _token_counts(batch)
+    self.tokens += real * jax.process_count()
+    self.positions += computed * jax.process_count()
     self.examples += self.family.config.batch_size
     self.flops += self.family.train_flops(batch, self.num_devices)
 
   def rates(self) -> dict[str, float]:
     seconds = max(time.perf_counter() - self.tic, 1e-9)
-    out = {"examples_per_second": self.examples / seconds, "tokens_per_second": self.tokens / seconds}
+    out = {"examples_per_second": self.examples / seconds, "tokens_per_second": self.tokens / seconds,
+           "padding_fraction": 1.0 - self.tokens / max(self.positions, 1)}
     if self.peak_total:
       out["mfu"] = self.flops / seconds / self.peak_total
     return out

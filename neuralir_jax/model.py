@@ -196,6 +196,17 @@ class Bert(nn.Module):
     return x
 
 
+def segment_positions(segment_ids_BxL):
+  """Position ids restarting at 0 where the segment id changes (each text of a packed row is one run),
+  as `packing.pack` lays them out; padding runs count on (harmless: padding is masked and pooled out)."""
+  length = segment_ids_BxL.shape[-1]
+  index_L = jnp.arange(length, dtype=jnp.int32)
+  starts_BxL = jnp.concatenate([jnp.ones_like(segment_ids_BxL[:, :1], dtype=bool),
+                                segment_ids_BxL[:, 1:] != segment_ids_BxL[:, :-1]], axis=1)
+  run_start_BxL = jax.lax.cummax(jnp.where(starts_BxL, index_L, 0), axis=1)
+  return index_L - run_start_BxL
+
+
 def pool(hidden_BxLxD, mask_BxL, mode: str):
   """Sentence embedding from token states, as sentence-transformers' Pooling module computes it."""
   hidden_BxLxD = hidden_BxLxD.astype(jnp.float32)
@@ -268,11 +279,19 @@ class SentenceEncoder(nn.Module):
   def packed(self, input_ids_BxL, segment_ids_BxL, position_ids_BxL, num_slots: int,
              deterministic: bool = True):
     """Packed rows (see `packing.pack`) -> one embedding per text, [B, S, D] fp32 (S = num_slots): slot s
-    holds the text of segment s + 1, equal to what `__call__` gives that text alone; empty slots are 0."""
+    holds the text of segment s + 1, equal to what `__call__` gives that text alone; empty slots are 0.
+    position_ids_BxL None: derived from the segment ids (`segment_positions`)."""
+    if position_ids_BxL is None:
+      position_ids_BxL = segment_positions(segment_ids_BxL)
     hidden = self.bert(input_ids_BxL, segment_ids_BxL > 0, deterministic=deterministic,
                        segment_ids_BxL=segment_ids_BxL, position_ids_BxL=position_ids_BxL)
     emb_BxSxD = pool_segments(hidden, segment_ids_BxL, num_slots, self.config.pooling)
-    return l2_normalize(emb_BxSxD) if self.config.normalize else emb_BxSxD
+    if not self.config.normalize:
+      return emb_BxSxD
+    # Empty slots stay 0 and get a zero gradient (the norm of a zero vector has none: NaN in training).
+    slots_S = jnp.arange(1, num_slots + 1, dtype=segment_ids_BxL.dtype)
+    filled_BxSx1 = (segment_ids_BxL[:, None, :] == slots_S[None, :, None]).any(-1)[..., None]
+    return jnp.where(filled_BxSx1, l2_normalize(jnp.where(filled_BxSx1, emb_BxSxD, 1.0)), 0.0)
 
   def hidden_states(self, input_ids_BxL, attention_mask_BxL, deterministic: bool = True):
     return self.bert(input_ids_BxL, attention_mask_BxL, deterministic=deterministic)

@@ -22,6 +22,7 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from neuralir_jax import config_lib, losses
 
@@ -75,7 +76,7 @@ def _require(objective: str, needed: tuple[str, ...], cols: set[str], keys: set[
 def text_columns(config: ml_collections.ConfigDict, keys: set[str]) -> tuple[str, ...]:
   """The text columns the enabled objectives read, in COLUMNS order (each encoded once); a one-line
   error naming what to change when the data lacks one."""
-  cols = {k[:-len("_ids")] for k in keys if k.endswith("_ids")}
+  cols = {k.rpartition("_")[0] for k in keys if k.endswith(("_ids", "_slot"))}
   used = set()
   objectives = enabled(config)
   if "nli_softmax" in objectives:
@@ -94,6 +95,25 @@ def text_columns(config: ml_collections.ConfigDict, keys: set[str]) -> tuple[str
       _require("infonce", ("anchor", "positive"), cols, keys, "use data.view=triplets, nli_full or duplicates.")
     used |= {"anchor", "positive"} | ({"negative"} if config.infonce.hard_negatives else set())
   return tuple(sorted(used, key=lambda c: COLUMNS.index(c) if c in COLUMNS else len(COLUMNS)))
+
+
+# Batch keys that hold texts (what the encoder reads) rather than per-example values for the loss:
+# padded columns `c_ids`/`c_mask` [B, (k,) L]; packed batches `packed_tokens`/`packed_segments` [R, L] (rows
+# of every device, see `packing.pack_per_device`) and `c_slot` [B(, k)] (each text's row * S + slot).
+PACKED_KEYS = ("packed_tokens", "packed_segments")
+TEXT_KEY_SUFFIXES = ("_ids", "_mask", "_slot") + PACKED_KEYS
+
+
+def num_examples(batch: dict) -> int:
+  """Rows (examples) of a batch: the leading size of its first text column."""
+  return next(v for k, v in batch.items() if k.endswith(("_ids", "_slot"))).shape[0]
+
+
+def texts_per_example(batch: dict, column: str) -> int:
+  """k for a [B, k(, L)] column, 1 for a [B(, L)] one, padded or packed."""
+  if f"{column}_slot" in batch:
+    return int(np.prod(batch[f"{column}_slot"].shape[1:], dtype=np.int64))
+  return int(np.prod(batch[f"{column}_ids"].shape[1:-1], dtype=np.int64))
 
 
 def stack_texts(batch: dict, columns: tuple[str, ...]):

@@ -95,3 +95,42 @@ def pack(token_ids: Sequence[Sequence[int]], row_length: int, max_slots: int, pa
   segment_ids_RxL[rows_T, cols_T] = slot_N[text_T] + 1
   position_ids_RxL[rows_T, cols_T] = position_T
   return PackedRows(ids_RxL, segment_ids_RxL, position_ids_RxL, row_N, slot_N)
+
+
+def default_slots(row_length: int, max_slots: int = 0) -> int:
+  """Texts per row at most: max_slots, or (0) row_length // 8, so a row fills when its texts average
+  8 tokens or more (a text is at least [CLS] [SEP]); the training input and the model agree through it."""
+  return max_slots if max_slots > 0 else max(1, row_length // 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceRows:
+  """Texts packed per device: R rows each, device d (of the kept ones) at rows d*R..(d+1)*R-1."""
+  ids_RxL: np.ndarray  # int32 token ids of the kept devices' rows.
+  segment_ids_RxL: np.ndarray  # int32: 0 padding, s + 1 for slot s.
+  index_N: np.ndarray  # int32 per text (input order): row within its device * max_slots + slot.
+  rows_per_device: int
+
+
+def pack_per_device(token_ids: Sequence[Sequence[int]], device_N: Sequence[int] | np.ndarray, num_devices: int,
+                    row_length: int, max_slots: int, row_multiple: int = 1, pad_id: int = 0,
+                    keep: range | None = None) -> DeviceRows:
+  """Each device's texts (device_N[i] is text i's) packed by `pack` into its own rows, every device padded
+  to the same R rows: the most any device needs, rounded up to row_multiple (a few static shapes). Only the
+  rows of the devices in `keep` (default all) are returned; index_N covers every text, local to its device.
+  """
+  device_N = np.asarray(device_N, np.int64)
+  keep = range(num_devices) if keep is None else keep
+  packs = [pack([token_ids[i] for i in np.flatnonzero(device_N == d)], row_length, max_slots, pad_id)
+           for d in range(num_devices)]
+  most = max(p.ids_RxL.shape[0] for p in packs)
+  rows = -(-max(most, 1) // row_multiple) * row_multiple
+  index_N = np.zeros(device_N.size, np.int32)
+  ids, segments = [], []
+  for d, p in enumerate(packs):
+    index_N[device_N == d] = p.row_N * max_slots + p.slot_N
+    if d in keep:
+      extra = ((0, rows - p.ids_RxL.shape[0]), (0, 0))
+      ids.append(np.pad(p.ids_RxL, extra, constant_values=pad_id))
+      segments.append(np.pad(p.segment_ids_RxL, extra))
+  return DeviceRows(np.concatenate(ids), np.concatenate(segments), index_N, rows)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from neuralir_jax import gradcache, sharding
+from neuralir_jax import gradcache, objectives, sharding
 
 class TrainState(flax.struct.PyTreeNode):
   step: jax.Array  # int32 scalar: optimizer steps taken.
@@ -78,9 +78,10 @@ def _loss_and_grads(family, params, batch, step_rng, loss_fn, axis_name, num_sha
 
   loss_fn(rest, columns, aux) is the family's loss, already wrapped for the strategy.
   """
-  texts, unstack = family.inputs(batch)
-  examples = next(v for k, v in batch.items() if k.endswith("_ids")).shape[0]
-  aux = {k: v for k, v in batch.items() if not (k.endswith("_ids") or k.endswith("_mask"))}
+  texts, unstack = family.inputs(batch, num_shards)
+  embed_fns = {g: family.embed_fn(g) for g in texts}
+  examples = objectives.num_examples(batch)
+  aux = {k: v for k, v in batch.items() if not k.endswith(objectives.TEXT_KEY_SUFFIXES)}
   rng = _dropout_rng(family, step_rng, axis_name)
   # One group keeps the step's rng (the masks of runs before groups existed); further groups fold in.
   rngs = {g: rng if rng is None or i == 0 else jax.random.fold_in(rng, i) for i, g in enumerate(texts)}
@@ -90,14 +91,16 @@ def _loss_and_grads(family, params, batch, step_rng, loss_fn, axis_name, num_sha
     return loss_fn(rest, unstack(embs), aux)
 
   chunk_size = family.config.grad_cache.chunk_size
-  if chunk_size:  # Chunks of chunk_size examples (all their texts) per device.
-    rows = {g: chunk_size * (ids.shape[0] // examples) for g, (ids, _) in texts.items()}
+  if chunk_size:  # Chunks of chunk_size examples (all their texts) per device; packed: rows / chunks.
+    num_chunks = gradcache.num_chunks_for(examples, num_shards, chunk_size)
+    rows = {g: ids.shape[0] // num_shards // num_chunks if g == "packed"
+            else chunk_size * (ids.shape[0] // examples) for g, (ids, _) in texts.items()}
     (loss, metrics), (enc_grads, rest_grads) = gradcache.grad_cache_value_and_grad(
-        family.embed, loss_of, params["encoder"], rest, texts, rngs, rows, num_shards, chunk_sharding)
+        embed_fns, loss_of, params["encoder"], rest, texts, rngs, rows, num_shards, chunk_sharding)
     return (loss, metrics), {"encoder": enc_grads, **rest_grads}
 
   def plain_loss(params):
-    embs = {g: family.embed(params["encoder"], ids, mask, rngs[g]) for g, (ids, mask) in texts.items()}
+    embs = {g: embed_fns[g](params["encoder"], ids, mask, rngs[g]) for g, (ids, mask) in texts.items()}
     return loss_of({k: v for k, v in params.items() if k != "encoder"}, embs)
 
   return jax.value_and_grad(plain_loss, has_aux=True)(params)

@@ -22,8 +22,8 @@ from typing import Any
 import jax
 import ml_collections
 
-from neuralir_jax import bi_encoder, checkpoint, config_lib, data, distributed, evaluate, optimizer, preemption
-from neuralir_jax import sharding, steps, tokenization, workdir as workdir_lib
+from neuralir_jax import bi_encoder, checkpoint, config_lib, data, distributed, evaluate, gradcache, optimizer
+from neuralir_jax import preemption, sharding, steps, tokenization, workdir as workdir_lib
 from neuralir_jax.metric_writer import MetricWriter, Throughput
 
 # Keys whose change on resume is routine (how often to log, save or evaluate); any other change is warned.
@@ -44,7 +44,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   evaluate.check_tasks(config.eval.tasks, tfds_data_dir=config.data.tfds_data_dir or None,
                        has_nli_head=family.has_nli_head)
   workdir_lib.check_writable(workdir)
-  iterator = make_iterator(config, family, tokenizer)
+  iterator = make_iterator(config, family, tokenizer, mesh.size)
 
   mngr = checkpoint.manager(workdir, keep=config.checkpoint.keep)
   start = mngr.latest_step() or 0
@@ -103,10 +103,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return dict(last, step=step)
 
 
-def make_iterator(config: ml_collections.ConfigDict, family, tokenizer: tokenization.Tokenizer
-                  ) -> data.TrainIterator:
+def make_iterator(config: ml_collections.ConfigDict, family, tokenizer: tokenization.Tokenizer,
+                  num_devices: int = 1) -> data.TrainIterator:
   """This process's resumable batches of `config.data.train`: the columns the family's objectives read,
-  anchors with the query length and prompt, positives and negatives with the document ones."""
+  anchors with the query length and prompt, positives and negatives with the document ones; packed over
+  num_devices devices with `data.packing` (rows per device a multiple of the GradCache chunk count too)."""
   records = data.load_records(config.data.train, config.data.view, seed=config.seed,
                               skip_invalid=config.data.skip_invalid,
                               tfds_data_dir=config.data.tfds_data_dir or None,
@@ -122,7 +123,16 @@ def make_iterator(config: ml_collections.ConfigDict, family, tokenizer: tokeniza
       records, tokenizer, columns=columns, global_batch_size=config.batch_size, seed=config.seed,
       max_length=config.data.max_length, buckets=tuple(config.data.buckets) or None,
       process_index=jax.process_index(), process_count=jax.process_count(), max_lengths=max_lengths,
-      prompts={c: p for c, p in prompts.items() if p}, sampler=config.data.sampler)
+      prompts={c: p for c, p in prompts.items() if p}, sampler=config.data.sampler,
+      packing_spec=_packing_spec(config, num_devices))
+
+
+def _packing_spec(config: ml_collections.ConfigDict, num_devices: int) -> data.Packing | None:
+  if not config.data.packing:
+    return None
+  chunks = gradcache.num_chunks_for(config.batch_size, num_devices, config.grad_cache.chunk_size)
+  return data.Packing(num_devices, config.data.pack_max_slots,
+                      math.lcm(config.data.pack_row_multiple, chunks))
 
 
 def _finite(metrics: dict, step: int, workdir: str, mngr) -> dict[str, float]:
