@@ -6,7 +6,10 @@ random token ids (no data files, no network), using neuralir_jax's real train st
 over all local devices, AdamW). The largest global batch from `--batches` that compiles and runs is kept
 (out-of-memory falls through to the next); `--steps` steps are timed after warm-up and reported as
 examples/s, tokens/s and MFU against the chip's peak (`flops.peak_flops_per_device`). Then the encoder's
-forward (`Encoder.embed_fn`, bf16, deterministic) is timed at the same length: sentences/s.
+forward (`Encoder.embed_fn`, bf16, deterministic) is timed at the same length: sentences/s. Between them,
+the packed path: the same texts of NLI-like lengths (3..seq_len tokens, mean ~seq_len / 5) trained as padded
+batches (every text padded to seq_len) and as packed rows (`packing.pack_per_device`, data.packing), both
+timed at `--packing-batch`: examples/s, padding fraction and MFU of the real tokens, and the ratio.
 
   python benchmarks/gpu_bench.py            # on a GPU/TPU host (benchmarks/gpu_check.sh installs and runs it)
   python benchmarks/gpu_bench.py --smoke    # tiny model, 2 steps: checks the script on CPU
@@ -54,12 +57,14 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--steps", type=int, default=10, help="Timed train steps.")
   parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
   parser.add_argument("--remat", action="store_true", help="Recompute layers in the backward pass.")
+  parser.add_argument("--packing-batch", type=int, default=512,
+                      help="Global batch of the packed-vs-padded comparison (at most the largest that fits).")
   parser.add_argument("--encode-batch", type=int, default=1024, help="Sentences per encode call.")
   parser.add_argument("--encode-calls", type=int, default=20, help="Timed encode calls.")
   args = parser.parse_args()
   if args.smoke:
     args.batches, args.seq_len, args.steps = "64,16", 16, 2
-    args.encode_batch, args.encode_calls = 16, 2
+    args.encode_batch, args.encode_calls, args.packing_batch = 16, 2, 16
   return args
 
 
@@ -98,42 +103,105 @@ def _is_oom(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
-def try_batch(args, batch_size: int, log: Log) -> dict | None:
-  """Compiles and times the train step at one global batch; None when it does not fit in memory."""
+def _time_train(config, batches: list[dict], steps_timed: int) -> dict:
+  """Compiles the train step on batches[0], warms up one more step, then times steps_timed steps (the
+  batches on device first: the step is timed, not transfers)."""
   import jax
-  import numpy as np
   from neuralir_jax import bi_encoder, optimizer, sharding, steps
-  config = make_config(args, batch_size)
   mesh = sharding.make_mesh()
   tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)
   family = bi_encoder.BiEncoder(config)
-  rng = np.random.default_rng(0)
-  batches = [random_batch(rng, batch_size, args.seq_len, config.model.bert.vocab_size) for _ in range(2)]
-  batches = [sharding.make_global_batch(b, mesh) for b in batches]  # On device: time the step, not transfers.
+  batches = [sharding.make_global_batch(b, mesh) for b in batches]
   state = None
   try:
     state, shardings = steps.create_train_state(family, jax.random.key(0), mesh, tx)
     step = steps.make_train_step(family, mesh, tx, shardings, schedule)
     tic = time.perf_counter()
     for i in range(2):  # Compilation, then one more warm step.
-      state, metrics = step(state, batches[i % 2])
+      state, metrics = step(state, batches[i % len(batches)])
     loss0 = float(jax.device_get(metrics["loss"]))
     warm_s = time.perf_counter() - tic
     tic = time.perf_counter()
-    for i in range(args.steps):
-      state, metrics = step(state, batches[i % 2])
+    for i in range(steps_timed):
+      state, metrics = step(state, batches[i % len(batches)])
     loss = float(jax.device_get(metrics["loss"]))
-    seconds = (time.perf_counter() - tic) / args.steps
+    seconds = (time.perf_counter() - tic) / steps_timed
+  finally:
+    del state
+    jax.clear_caches()
+  return dict(seconds=seconds, warm_s=warm_s, loss0=loss0, loss=loss, config=config, devices=mesh.size,
+              negatives=float(jax.device_get(metrics["negatives_per_query"])))
+
+
+def try_batch(args, batch_size: int, log: Log) -> dict | None:
+  """Compiles and times the train step at one global batch; None when it does not fit in memory."""
+  import numpy as np
+  config = make_config(args, batch_size)
+  rng = np.random.default_rng(0)
+  batches = [random_batch(rng, batch_size, args.seq_len, config.model.bert.vocab_size) for _ in range(2)]
+  try:
+    result = _time_train(config, batches, args.steps)
   except Exception as e:  # noqa: BLE001 -- XLA reports OOM as a runtime error at compile or run time.
     if not _is_oom(e):
       raise
     log(f"global batch {batch_size}: out of memory ({type(e).__name__}), trying a smaller one")
     return None
-  finally:
-    del state
-    jax.clear_caches()
-  return dict(batch_size=batch_size, seconds=seconds, warm_s=warm_s, loss0=loss0, loss=loss, config=config,
-              negatives=float(jax.device_get(metrics["negatives_per_query"])), devices=mesh.size)
+  return dict(result, batch_size=batch_size)
+
+
+def variable_length_batches(rng, batch_size: int, seq_len: int, vocab: int, num_devices: int):
+  """Two batches of texts with NLI-like lengths (log-normal around seq_len / 5, 3..seq_len tokens), as
+  (padded to seq_len, packed per device into rows of seq_len) pairs, plus the real and computed tokens."""
+  import numpy as np
+  from neuralir_jax import packing
+  padded, packed, counts = [], [], [0, 0, 0]
+  for _ in range(2):
+    lengths = np.clip(np.round(rng.lognormal(np.log(seq_len / 5), 0.5, (2, batch_size))), 3, seq_len).astype(int)
+    texts = [[101 % vocab] + rng.integers(3, vocab, n - 2).tolist() + [102 % vocab] for n in lengths.reshape(-1)]
+    batch = {}
+    for c, column in enumerate(("anchor", "positive")):
+      ids = np.zeros((batch_size, seq_len), np.int32)
+      for i, t in enumerate(texts[c * batch_size:(c + 1) * batch_size]):
+        ids[i, :len(t)] = t
+      batch[f"{column}_ids"], batch[f"{column}_mask"] = ids, (ids > 0).astype(np.int32)
+    padded.append(batch)
+    device_N = np.tile(np.arange(batch_size) // (batch_size // num_devices), 2)
+    rows = packing.pack_per_device(texts, device_N, num_devices, seq_len, packing.default_slots(seq_len))
+    index = rows.index_N.reshape(2, batch_size)
+    packed.append({"packed_tokens": rows.ids_RxL, "packed_segments": rows.segment_ids_RxL,
+                   "anchor_slot": index[0], "positive_slot": index[1]})
+    counts[0] += int(lengths.sum())
+    counts[1] += 2 * batch_size * seq_len
+    counts[2] += rows.ids_RxL.size
+  return padded, packed, counts
+
+
+def bench_packing(args, batch_size: int, log: Log) -> None:
+  """The same variable-length texts as padded batches and as packed rows: train step examples/s of both."""
+  import jax
+  import numpy as np
+  from neuralir_jax import flops
+  config = make_config(args, batch_size)
+  padded, packed, (real, padded_positions, packed_positions) = variable_length_batches(
+      np.random.default_rng(2), batch_size, args.seq_len, config.model.bert.vocab_size, jax.device_count())
+  results = {"padded": _time_train(config, padded, args.steps), "packed": _time_train(config, packed, args.steps)}
+  lengths = np.concatenate([b[f"{c}_mask"].sum(-1) for b in padded for c in ("anchor", "positive")])
+  step_flops = (flops.encoder_flops(config_bert(config), lengths) / len(padded)
+                + flops.contrastive_flops_per_step(batch_size, batch_size, config.model.bert.hidden_size))
+  peak = flops.peak_flops_per_device(jax.devices()[0], cpu_peak=config.cpu_peak_flops)
+  for name, positions in (("padded", padded_positions), ("packed", packed_positions)):
+    r = results[name]
+    mfu = flops.mfu(step_flops, r["seconds"], r["devices"], peak)
+    log(f"packing: {name}, global batch {batch_size} pairs of 3..{args.seq_len} tokens (mean "
+        f"{real / len(lengths):.1f}), padding {1 - real / positions:.3f}: {r['seconds'] * 1e3:.1f} ms/step, "
+        f"{batch_size / r['seconds']:,.0f} examples/s, {real / len(padded) / r['seconds']:,.0f} real tokens/s, "
+        f"MFU (real tokens) {'n/a' if mfu is None else f'{mfu * 100:.1f}%'}; loss {r['loss0']:.4f} -> {r['loss']:.4f}")
+  log(f"packing: packed / padded examples/s {results['padded']['seconds'] / results['packed']['seconds']:.2f}x")
+
+
+def config_bert(config):
+  from neuralir_jax.model import BertConfig
+  return BertConfig(**config.model.bert.to_dict())
 
 
 def report_train(result: dict, args, log: Log) -> None:
@@ -204,6 +272,7 @@ def main() -> None:
     log(f"train: no global batch in {args.batches} fits; rerun with --remat or smaller --batches")
   else:
     report_train(result, args, log)
+    bench_packing(args, min(result["batch_size"], args.packing_batch), log)
   bench_encode(args, log)
 
 

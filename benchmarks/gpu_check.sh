@@ -1,37 +1,43 @@
 #!/usr/bin/env bash
-# One short GPU check (< 5 minutes on an H100/H200): installs the minimal JAX stack in a fresh venv, then runs
-# benchmarks/gpu_bench.py: bf16 InfoNCE train steps of a random-init BERT-base at sequence length 128 with
-# the largest global batch that fits (examples/s, MFU against the chip's peak), and encode throughput.
+# One short accelerator check (< 5 minutes on an H100/H200), offline: runs benchmarks/gpu_bench.py with the
+# machine's own Python (JAX with CUDA, flax, optax, chex, orbax, tokenizers preinstalled; nothing is
+# downloaded): bf16 InfoNCE train steps of a random-init BERT-base at sequence length 128 with the largest
+# global batch that fits (examples/s, MFU against the chip's peak), the same texts padded vs packed, and
+# encode throughput. Writes $OUT/gpu_check.txt when OUT is set.
 #
-#   bash benchmarks/gpu_check.sh                 # from a fresh checkout; needs PyPI, no other network or data
-#   OUT=/some/dir bash benchmarks/gpu_check.sh   # also writes $OUT/gpu_check.txt
-#   PYTHON=/path/to/python bash benchmarks/gpu_check.sh   # reuse an env whose JAX already sees the GPU
+#   bash benchmarks/gpu_check.sh                    # python3 of the machine, wheels from .whl/ if needed
+#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --smoke   # checks the script on this CPU
 #
-# Extra arguments go to gpu_bench.py (e.g. --batches 512,256 --remat). The install step is skipped when
-# $PYTHON (default: a venv at $VENV) already imports a GPU-enabled jax 0.10.2, or when SKIP_INSTALL=1 (e.g.
-# `SKIP_INSTALL=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --smoke` checks the script on CPU).
+# Packages the machine lacks (there: ml-collections) are installed from the wheels in $WHEELS (default
+# .whl/, carried to the machine; fetch them here with benchmarks/README.md's `pip download` line) into a
+# private --target folder with pip --no-index, never from the network. Extra arguments go to gpu_bench.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-${TMPDIR:-/tmp}/neuralir_gpu_venv}
-PYTHON=${PYTHON:-$VENV/bin/python}
+PYTHON=${PYTHON:-python3}
+WHEELS=${WHEELS:-.whl}
+SITE=${SITE:-${TMPDIR:-/tmp}/neuralir_gpu_site}
+NEEDED="jax flax optax chex orbax ml_collections tokenizers absl yaml etils numpy"
 
-has_gpu_jax() {
-  "$PYTHON" -c 'import jax, sys; sys.exit(0 if jax.__version__ == "0.10.2" and jax.default_backend() == "gpu" else 1)' \
-    >/dev/null 2>&1
+missing() {
+  "$PYTHON" -c 'import importlib.util, sys
+print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))' $NEEDED
 }
 
 start=$(date +%s)
-if [ "${SKIP_INSTALL:-0}" != 1 ] && ! has_gpu_jax; then
-  if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-  fi
-  PYTHON=$VENV/bin/python
-  # Only what the train step and the encoder import: no torch, scann, tfds, grain or orbax.
-  "$PYTHON" -m pip install --quiet --upgrade pip
-  "$PYTHON" -m pip install --quiet 'jax[cuda12]==0.10.2' flax==0.12.8 optax==0.2.8 chex==0.1.92 \
-    'ml-collections>=1.1,<1.2' 'tokenizers>=0.23,<0.24' numpy
+lacking=$(missing)
+if [ -n "$lacking" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+  echo "installing from $WHEELS (offline) for: $lacking"
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+    "$WHEELS"/*.whl
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+  lacking=$(missing)
 fi
-echo "install/check: $(( $(date +%s) - start ))s"
+if [ -n "$lacking" ]; then
+  echo "gpu_check: $PYTHON lacks $lacking and no wheel in $WHEELS/ provides it; carry the wheels (see" \
+       "benchmarks/README.md) or set PYTHON to an environment that has them" >&2
+  exit 1
+fi
+echo "packages: $(( $(date +%s) - start ))s"
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee ${OUT:+"$OUT/nvidia_smi.txt"}
 fi

@@ -1,37 +1,43 @@
 """Train-step examples/s of neuralir_jax vs sentence-transformers' MultipleNegativesRankingLoss, same CPU.
 
-Both sides train the packaged all-MiniLM-L6-v2 (fp32, dropout 0.1 on) on the same batches: `--batch-size`
-(anchor, positive, hard negative) triplets of `nli:data/nli/train_sample.jsonl.gz` (view "triplets"),
-tokenised once by neuralir_jax and padded to a fixed `--max-length` for both. The objective is the same:
-InfoNCE over the batch's positives and hard negatives, temperature 0.05 = MNRL's scale 20. The optimizer is
-the same: gradient clipping at norm 1, AdamW (lr 2e-5, weight decay 0.01 except LayerNorm params and
-biases) with a linear warmup/decay schedule.
+Both sides train the packaged all-MiniLM-L6-v2 (dropout 0.1 on) on the same (anchor, positive, hard negative)
+triplets of `nli:data/nli/train_sample.jsonl.gz`, in the same order (the grain-shuffled stream of
+`data.make_train_iterator`), at their real lengths (truncated at `--max-length`):
 
-- neuralir_jax: the real train step (`steps.make_train_step`, configs/common.py with objectives infonce
-  only, negatives global, hard negatives on) on 1 JAX CPU device, fed numpy batches as `train.py` does.
-- sentence-transformers: a plain loop of `MultipleNegativesRankingLoss(SentenceTransformer(minilm))`
-  forward + backward, `clip_grad_norm_`, torch AdamW step and scheduler step: the work the ST/HF trainer does
-  per step, without its data-collator, tokenisation, callback and logging overhead (which only favours ST).
+- neuralir_jax: the training loop's own work per step: `next()` on the real input iterator (grain threads
+  tokenise and, with `--input packed`, pack each batch), the real train step (`steps.make_train_step`,
+  configs/common.py with InfoNCE only, global and hard negatives, masks off as in MNRL) and the throughput
+  meter, on 1 JAX CPU device. `--input`: packed (data.packing, the default config), buckets (padded to a
+  length bucket per batch) or padded (to --max-length).
+- sentence-transformers: `model.tokenize` of each column of the batch (padded to the column's longest text,
+  as its data collator does), MNRL forward + backward, `clip_grad_norm_`, torch AdamW step and scheduler step:
+  the work of the ST/HF trainer per step without its dataloader, callback and logging overhead (which only
+  favours ST). `--dtype bfloat16`: ST under `torch.autocast("cpu", bfloat16)`, ours with model.dtype bfloat16.
 
-Both use the same threads (`torch.set_num_threads`; XLA's CPU client takes every core of the process's
-affinity); each side's CPU time / wall time over its timed steps is printed to show that both use them.
-Warm-up (compilation, first calls) is excluded. Then `--rounds` rounds, each timing `--steps` steps of one
-side and then of the other (alternating which goes first), so both see the same background load; the
-median and best round of each are reported with the ratio, and our MFU (flops.train_flops_per_step / time /
-config.cpu_peak_flops). A first check prints both losses on the first batch without dropout (same objective).
+Same objective (InfoNCE, temperature 0.05 = MNRL scale 20; a first check prints both losses on batch 0
+without dropout), optimizer (clip 1, AdamW lr 2e-5, weight decay 0.01 off LayerNorm and biases, linear
+warmup/decay), threads (`torch.set_num_threads`; XLA's CPU client takes every core of the process's
+affinity). Start-up and compilation are excluded: every batch shape of the timed steps is compiled in the
+warm-up. Then `--rounds` rounds, each timing `--steps` steps of one side and then of the other (alternating
+which goes first); the median and best round of each are reported with the ratio. MFU counts the model FLOPs
+of the real texts (each at its own length: padding is waste, not work; `flops.encoder_flops`) over
+config.cpu_peak_flops; the padding fraction is that of the token positions each side computed.
 
-  .venv/bin/python benchmarks/train_throughput.py                    # batch 32, length 64, 5 steps x 3
-  .venv/bin/python benchmarks/train_throughput.py --batch-size 64 --steps 10 --rounds 5
-  .venv/bin/python benchmarks/train_throughput.py --xla-flags=--xla_cpu_use_onednn=true   # try a flag
+  .venv/bin/python benchmarks/train_throughput.py                        # packed, batch 32, 64 tokens
+  .venv/bin/python benchmarks/train_throughput.py --input buckets        # the padded path, same data
+  .venv/bin/python benchmarks/train_throughput.py --dtype bfloat16
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
 import time
+
+import numpy as np
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ("anchor", "positive", "negative")
@@ -40,14 +46,17 @@ COLUMNS = ("anchor", "positive", "negative")
 def _parse() -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batch-size", type=int, default=32, help="Triplets per step (both sides).")
-  parser.add_argument("--max-length", type=int, default=64, help="Tokens per text; every text padded to it.")
+  parser.add_argument("--max-length", type=int, default=64, help="Tokens per text at most (truncation).")
+  parser.add_argument("--input", default="packed", choices=("packed", "buckets", "padded"),
+                      help="neuralir_jax batches: packed rows, length buckets (16, 32, 48, 64) or max length.")
   parser.add_argument("--steps", type=int, default=5, help="Timed steps per side per round.")
   parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds (each side --steps steps).")
   parser.add_argument("--warmup", type=int, default=2, help="Untimed steps per side first (compilation).")
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="Both sides.")
   parser.add_argument("--data", default="nli:data/nli/train_sample.jsonl.gz", help="Training source.")
   parser.add_argument("--model", default="minilm", help="'minilm' or an HF/ST model directory.")
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="JAX compute.")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="Compute dtype of both sides (ST: torch.autocast).")
   parser.add_argument("--xla-flags", default="", help="Extra XLA_FLAGS for the JAX side.")
   parser.add_argument("--no-torch", action="store_true", help="Time only neuralir_jax (profiling).")
   return parser.parse_args()
@@ -82,29 +91,37 @@ def make_config(args: argparse.Namespace, num_steps: int):
   c.objectives.infonce = 1.0
   c.infonce.temperature = 0.05  # = MNRL scale 20.
   c.infonce.hard_negatives = True
+  c.infonce.mask_false_negatives = False  # MNRL masks nothing.
   c.negatives = "global"
+  c.data.packing = args.input == "packed"
+  c.data.buckets = (16, 32, 48, 64) if args.input == "buckets" else ()
   return c
 
 
-def load_batches(config, tokenizer, count: int) -> list[dict]:
-  """`count` distinct numpy batches, every text padded to max_length; no hashes (MNRL masks nothing)."""
+def make_iterator(config, tokenizer, records, packed: bool | None = None):
+  """The training loop's iterator over `records` (train.make_iterator's settings for this config)."""
   from neuralir_jax import data
-  records = data.load_records(config.data.train, config.data.view, seed=config.seed)
-  iterator = data.make_train_iterator(records, tokenizer, columns=COLUMNS, global_batch_size=config.batch_size,
-                                      seed=config.seed, max_length=config.data.max_length, buckets=None)
-  batches = []
-  for _ in range(count):
-    batch = next(iterator)
-    batches.append({k: v for k, v in batch.items() if k.endswith("_ids") or k.endswith("_mask")})
-  return batches
+  spec = data.Packing(1, config.data.pack_max_slots, config.data.pack_row_multiple) if (
+      config.data.packing if packed is None else packed) else None
+  return data.make_train_iterator(records, tokenizer, columns=COLUMNS, global_batch_size=config.batch_size,
+                                  seed=config.seed, max_length=config.data.max_length,
+                                  buckets=tuple(config.data.buckets) or None, packing_spec=spec)
+
+
+def text_batches(config, records, count: int) -> list[dict[str, list[str]]]:
+  """The texts of the first `count` global batches, in make_train_iterator's order (its grain shuffle)."""
+  import grain
+  stream = grain.MapDataset.source(records).shuffle(seed=config.seed).repeat(None)
+  size = config.batch_size
+  return [{c: [stream[i][c] for i in range(k * size, (k + 1) * size)] for c in COLUMNS} for k in range(count)]
 
 
 class JaxSide:
-  """neuralir_jax's train step on one CPU device."""
+  """neuralir_jax's training loop work on one CPU device: iterator, train step, throughput meter."""
 
-  def __init__(self, config, pretrained):
+  def __init__(self, config, pretrained, tokenizer, records):
     import jax
-    from neuralir_jax import bi_encoder, optimizer, sharding, steps
+    from neuralir_jax import bi_encoder, metric_writer, optimizer, sharding, steps
     self.jax = jax
     self.mesh = sharding.make_mesh(1)
     tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)
@@ -113,16 +130,32 @@ class JaxSide:
     self.state, shardings = steps.create_train_state(self.family, jax.random.key(config.seed), self.mesh, tx,
                                                      pretrained)
     self.step_fn = steps.make_train_step(self.family, self.mesh, tx, shardings, schedule)
+    self.iterator = make_iterator(config, tokenizer, records)
+    self.fresh_iterator = lambda: make_iterator(config, tokenizer, records)  # noqa: E731
+    self.meter = metric_writer.Throughput(self.family, 1, config.cpu_peak_flops)
     self.metrics = None
 
-  def step(self, batch: dict) -> None:
+  def warm_up(self, num_batches: int) -> int:
+    """Compiles the step for every batch shape among the first num_batches (one step each, on a copy of
+    iterator); returns the number of shapes."""
+    shapes = {}
+    for batch in itertools.islice(self.fresh_iterator(), num_batches):
+      shapes.setdefault(tuple(sorted((k, v.shape) for k, v in batch.items())), batch)
+    for batch in shapes.values():
+      self.state, self.metrics = self.step_fn(self.state, batch)
+    self.sync()
+    return len(shapes)
+
+  def step(self, _) -> None:
+    batch = next(self.iterator)
     self.state, self.metrics = self.step_fn(self.state, batch)
+    self.meter.add(batch)
 
   def sync(self) -> float:
     return float(self.jax.device_get(self.metrics["loss"]))
 
   def eval_loss(self, batch: dict, temperature: float) -> float:
-    """InfoNCE of the pretrained params on `batch` without dropout (the objective, checked against MNRL)."""
+    """InfoNCE of the pretrained params on a padded batch without dropout (checked against MNRL)."""
     import jax.numpy as jnp
     from neuralir_jax import losses
     module = self.family.module
@@ -135,13 +168,14 @@ class JaxSide:
                                          temperature=temperature)
       return value
 
-    return float(loss(self.params0, {k: jnp.asarray(v) for k, v in batch.items()}))
+    return float(loss(self.params0, {k: jnp.asarray(v) for k, v in batch.items() if k.endswith(("_ids", "_mask"))}))
 
 
 class TorchSide:
   """sentence-transformers MNRL training on the same model: forward, backward, clip, AdamW, schedule."""
 
-  def __init__(self, model_dir: str, config, threads: int):
+  def __init__(self, model_dir: str, config, threads: int, batches: list[dict], dtype: str):
+    import contextlib
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -151,7 +185,12 @@ class TorchSide:
     torch.manual_seed(config.seed)
     self.torch = torch
     self.model = SentenceTransformer(model_dir, device="cpu")
+    self.model.max_seq_length = config.data.max_length
     self.model.train()
+    self.batches, self.next = batches, 0
+    self.real = self.positions = 0
+    self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bfloat16" else (
+        contextlib.nullcontext)
     self.loss = MultipleNegativesRankingLoss(self.model, scale=1.0 / config.infonce.temperature)
     decay, no_decay = [], []
     for name, p in self.model.named_parameters():  # HF Trainer's rule: no decay on biases and LayerNorm.
@@ -165,17 +204,19 @@ class TorchSide:
     self.clip_norm = opt.clip_norm
     self.last = None
 
-  def features(self, batch: dict) -> list[dict]:
-    torch = self.torch
-    out = []
-    for c in COLUMNS:
-      ids = torch.from_numpy(batch[f"{c}_ids"]).long()
-      out.append({"input_ids": ids, "attention_mask": torch.from_numpy(batch[f"{c}_mask"]).long(),
-                  "token_type_ids": torch.zeros_like(ids)})
+  def features(self, texts: dict[str, list[str]]) -> list[dict]:
+    """Each column tokenised by the model, padded to its longest text (the ST collator's work)."""
+    out = [self.model.tokenize(texts[c]) for c in COLUMNS]
+    for f in out:
+      self.real += int(f["attention_mask"].sum())
+      self.positions += f["attention_mask"].numel()
     return out
 
-  def step(self, batch: dict) -> None:
-    loss = self.loss(self.features(batch), None)
+  def step(self, _) -> None:
+    texts = self.batches[self.next % len(self.batches)]
+    self.next += 1
+    with self.autocast():
+      loss = self.loss(self.features(texts), None)
     loss.backward()
     self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
     self.optimizer.step()
@@ -186,19 +227,20 @@ class TorchSide:
   def sync(self) -> float:
     return float(self.last)
 
-  def eval_loss(self, batch: dict) -> float:
+  def eval_loss(self, texts: dict[str, list[str]]) -> float:
     self.model.eval()
     with self.torch.no_grad():
-      value = float(self.loss(self.features(batch), None))
+      value = float(self.loss(self.features(texts), None))
     self.model.train()
+    self.real = self.positions = 0
     return value
 
 
-def _run(side, batches: list[dict], start: int, steps: int) -> tuple[float, float, float]:
-  """(wall seconds, process CPU seconds, last loss) of `steps` steps from batch index `start`."""
+def _run(side, steps: int) -> tuple[float, float, float]:
+  """(wall seconds, process CPU seconds, last loss) of the side's next `steps` steps."""
   cpu, wall = time.process_time(), time.perf_counter()
-  for i in range(steps):
-    side.step(batches[(start + i) % len(batches)])
+  for _ in range(steps):
+    side.step(None)
   loss = side.sync()
   return time.perf_counter() - wall, time.process_time() - cpu, loss
 
@@ -208,54 +250,69 @@ def main() -> None:
   _setup_threads(args.threads, args.xla_flags)
   import jax
   sys.path.insert(0, _REPO)
-  from neuralir_jax import bi_encoder, config_lib, flops
-  from neuralir_jax.model import BertConfig
+  from neuralir_jax import bi_encoder, config_lib, data, flops
 
-  total_steps = args.warmup + args.rounds * args.steps
-  config = make_config(args, num_steps=max(total_steps, 10))
+  timed_steps = args.rounds * args.steps
+  config = make_config(args, num_steps=max(args.warmup + timed_steps, 10))
   # The returned config has model.bert (and pooling, max_seq_length) from the model directory.
   config, tokenizer, pretrained = bi_encoder.resolve_model(config)
-  batches = load_batches(config, tokenizer, count=min(total_steps, 32))
-  first = batches[0]
+  records = data.load_records(config.data.train, config.data.view, seed=config.seed)
+  texts = text_batches(config, records, timed_steps)
+  first = next(make_iterator(config, tokenizer, records, packed=False))  # Padded batch 0 (the loss check).
+  np_hash = np.array([data.text_hash(t) for t in texts[0]["anchor"]], np.int32)
+  assert (first["anchor_hash"] == np_hash).all(), "the two sides' batches differ"
 
   tic = time.perf_counter()
-  ours = JaxSide(config, pretrained)
+  ours = JaxSide(config, pretrained, tokenizer, records)
   sides = {"neuralir_jax": ours}
   if not args.no_torch:
-    sides["sentence-transformers"] = TorchSide(config_lib.resolve_model_path(args.model), config, args.threads)
+    sides["sentence-transformers"] = TorchSide(config_lib.resolve_model_path(args.model), config, args.threads,
+                                               texts, args.dtype)
   setup_s = time.perf_counter() - tic
 
   print(f"model {args.model}: {config.model.bert.num_hidden_layers} layers x {config.model.bert.hidden_size}, "
-        f"batch {args.batch_size} triplets x length {args.max_length} (padded), threads {args.threads}, "
-        f"jax {jax.__version__} ({args.dtype}, {jax.devices()[0].device_kind}), XLA_FLAGS="
-        f"{os.environ.get('XLA_FLAGS') or '(none)'}")
+        f"batch {args.batch_size} NLI triplets at real lengths (max {args.max_length}), ours {args.input}, "
+        f"threads {args.threads}, jax {jax.__version__} ({args.dtype}, {jax.devices()[0].device_kind}), "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS') or '(none)'}")
   losses = {"neuralir_jax": ours.eval_loss(first, config.infonce.temperature)}
   if "sentence-transformers" in sides:
-    losses["sentence-transformers"] = sides["sentence-transformers"].eval_loss(first)
+    losses["sentence-transformers"] = sides["sentence-transformers"].eval_loss(texts[0])
   print("InfoNCE on batch 0, no dropout: " + ", ".join(f"{k} {v:.6f}" for k, v in losses.items()))
 
-  warm = {}
+  tic = time.perf_counter()
+  shapes = ours.warm_up(timed_steps)
+  warm = {"neuralir_jax": time.perf_counter() - tic}
   for name, side in sides.items():
-    warm[name] = _run(side, batches, 0, args.warmup)[0]
-  print(f"setup {setup_s:.1f}s; warm-up ({args.warmup} steps, compilation included): "
+    if name != "neuralir_jax":
+      warm[name] = _run(side, args.warmup)[0]
+      side.next = side.real = side.positions = 0  # Timed rounds start at batch 0, as ours.
+  print(f"setup {setup_s:.1f}s; warm-up (compilation of {shapes} batch shapes included): "
         + ", ".join(f"{k} {v:.1f}s" for k, v in warm.items()))
 
   times = {name: ([], []) for name in sides}
   order = list(sides)
   for r in range(args.rounds):
     for name in (order if r % 2 == 0 else order[::-1]):
-      wall, cpu, loss = _run(sides[name], batches, args.warmup + r * args.steps, args.steps)
+      wall, cpu, loss = _run(sides[name], args.steps)
       times[name][0].append(wall)
       times[name][1].append(cpu)
       print(f"  round {r}: {name:22s} {args.steps * args.batch_size / wall:7.1f} examples/s "
             f"({wall / args.steps * 1e3:7.1f} ms/step, cpu {cpu / wall:.2f} cores, loss {loss:.4f})")
 
-  bert = BertConfig(**config.model.bert.to_dict())
-  candidates = 2 * args.batch_size  # Every positive and every hard negative of the batch.
-  step_flops = flops.train_flops_per_step(bert, [args.max_length] * len(COLUMNS), args.batch_size, candidates)
+  # Model FLOPs of the timed steps' real texts (the same texts on both sides), per step on average.
+  lengths = np.concatenate([tokenizer.token_lengths([t for batch in texts for t in batch[c]]) for c in COLUMNS])
+  lengths = np.minimum(lengths, args.max_length)
+  bert = ours.family.encoder_config.bert
+  step_flops = (flops.encoder_flops(bert, lengths) / timed_steps
+                + flops.train_flops_per_step(bert, [], args.batch_size, 2 * args.batch_size))
   peak = config.cpu_peak_flops * min(args.threads, os.cpu_count()) / os.cpu_count()  # The host's peak: all cores.
-  print(f"model FLOPs per step {step_flops / 1e9:.1f} GFLOP; CPU peak {peak / 1e9:.0f} GFLOP/s "
-        "(config.cpu_peak_flops)")
+  padding = {"neuralir_jax": 1 - ours.meter.tokens / max(ours.meter.positions, 1)}
+  if "sentence-transformers" in sides:
+    st = sides["sentence-transformers"]
+    padding["sentence-transformers"] = 1 - st.real / max(st.positions, 1)
+  print(f"model FLOPs per step (real tokens) {step_flops / 1e9:.1f} GFLOP; CPU peak {peak / 1e9:.0f} GFLOP/s "
+        "(config.cpu_peak_flops); padding fraction of the positions computed: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in padding.items()))
   for label, pick in (("median", statistics.median), ("best", min)):
     rates = {}
     for name, (walls, cpus) in times.items():
