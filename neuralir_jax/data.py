@@ -459,11 +459,10 @@ class _TokenizeBatch(grain.transforms.Map):
       batch[f"{c}_slot"] = index.reshape(shape)[self.offset:self.offset + self.local]
     return batch
 
-  def map(self, records: Sequence[dict]) -> dict[str, np.ndarray]:
+  def _padded(self, records: Sequence[dict]) -> dict[str, np.ndarray]:
     n, lo, hi = len(records), self.offset, self.offset + self.local
-    mine = records[lo:hi]
-    batch = self._packed(records) if self.packing else {}
-    for max_length in ([] if self.packing else sorted(set(self.max_lengths[c] for c in self.columns))):
+    batch = {}
+    for max_length in sorted(set(self.max_lengths[c] for c in self.columns)):
       group = [c for c in self.columns if self.max_lengths[c] == max_length]
       texts, counts = [], []
       for c in group:
@@ -480,6 +479,11 @@ class _TokenizeBatch(grain.transforms.Map):
         batch[f"{c}_ids"] = ids[start:start + n * k].reshape(shape)[lo:hi]
         batch[f"{c}_mask"] = mask[start:start + n * k].reshape(shape)[lo:hi]
         start += n * k
+    return batch
+
+  def map(self, records: Sequence[dict]) -> dict[str, np.ndarray]:
+    mine = records[self.offset:self.offset + self.local]
+    batch = self._packed(records) if self.packing else self._padded(records)
     for name in mine[0]["_hashes"]:
       batch[name] = np.array([r["_hashes"][name] for r in mine], np.int32)
     for s in self.scalars:
