@@ -82,6 +82,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Mask candidates that are a judged positive of the query (by document id when the data has ids, else by
   # text) instead of scoring them as negatives. Off = sentence-transformers' MultipleNegativesRankingLoss.
   c.infonce.mask_false_negatives = True
+  # dense: each device builds its [local batch, all candidates] logits. tiled: it walks blocks of block_size
+  # candidates with a running log-sum-exp and recomputes them in the backward pass (custom VJP), so the
+  # loss needs O(local batch x block_size) memory, not O(local batch x global batch x (1 + k)). Same values.
+  c.infonce.implementation = "dense"
+  c.infonce.block_size = 1024  # Candidates per block of the tiled walk.
   c.matryoshka = ml_collections.ConfigDict()
   # Matryoshka representation learning: the embedding objectives are applied to the first d dims of the
   # embeddings (re-normalised) for each d, weighted; () = off. E.g. dims (384, 256, 128, 64), weights (1,)*4.

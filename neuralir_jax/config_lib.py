@@ -31,6 +31,7 @@ MINILM = "minilm"  # Alias for the all-MiniLM-L6-v2 directory shipped by the `gt
 
 # The choices of the string keys; validate() refuses anything else.
 NEGATIVES = ("global", "local")
+INFONCE_IMPLEMENTATIONS = ("dense", "tiled")
 STRATEGIES = ("pjit", "pmap")
 DTYPES = ("float32", "bfloat16")
 VIEWS = ("pairs", "triplets", "nli_full", "duplicates")
@@ -288,6 +289,8 @@ def _check_objectives(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"objectives: every weight is 0 {weights}; give at least one a weight > 0, e.g. "
                      "--config.objectives.infonce=1.")
   _number(config, "infonce.temperature", 0.05, 0, low_open=True)
+  _choice(config, "infonce.implementation", INFONCE_IMPLEMENTATIONS)
+  _number(config, "infonce.block_size", 1024, 1)
   _choice(config, "negatives", NEGATIVES)
   _check_matryoshka(config)
 

@@ -104,6 +104,132 @@ def infonce(q_BxD: jax.Array, cand_CxD: jax.Array, labels_B: jax.Array,
   return -jnp.mean(jnp.take_along_axis(log_probs_BxC, labels_B[:, None], axis=-1)[:, 0])
 
 
+# --- Tiled InfoNCE: the [queries, candidates] logits one block of candidates at a time ------------------
+
+
+def _block_mask(targets_bxP, hash_blk, labels_b, start, valid_blk):
+  """[b, block] True where a candidate column is masked: padding past the last candidate, or (with hashes)
+  a judged positive of the query other than its label."""
+  cols = start + jnp.arange(valid_blk.shape[0])
+  mask = ~valid_blk[None, :]
+  if hash_blk is not None:
+    targets = targets_bxP if targets_bxP.ndim == 2 else targets_bxP[:, None]
+    same = jnp.any(targets[:, :, None] == hash_blk[None, None, :], axis=1)
+    mask = mask | (same & (cols[None, :] != labels_b[:, None]))
+  return mask
+
+
+def _zeros_as(like: jax.Array, shape, dtype) -> jax.Array:
+  """Zeros that vary over the mesh axes where `like` does (a scan carry inside shard_map must match the
+  type its body returns, and that depends on this device's data)."""
+  return jnp.zeros(shape, dtype) + (like.reshape(-1)[0] * 0).astype(dtype)
+
+
+def _blocks(cand_CxD, hash_C, block):
+  """Candidates padded to whole blocks: [n, block, D], hashes [n, block] (or None), validity [n, block]."""
+  num = cand_CxD.shape[0]
+  n = -(-num // block)
+  pad = n * block - num
+  cands = jnp.pad(cand_CxD, ((0, pad), (0, 0))).reshape(n, block, -1)
+  valid = (jnp.arange(n * block) < num).reshape(n, block)
+  hashes = None if hash_C is None else jnp.pad(hash_C, (0, pad)).reshape(n, block)
+  return cands, hashes, valid
+
+
+def _tiled_lse_fwd_scan(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block):
+  cands, hashes, valid = _blocks(cand_CxD, hash_C, block)
+  b = q_bxD.shape[0]
+
+  def body(carry, xs):
+    m_b, l_b = carry
+    c_blk, h_blk, v_blk, i = xs
+    s = (q_bxD @ c_blk.T) / temperature
+    s = jnp.where(_block_mask(targets, h_blk, labels_b, i * block, v_blk), _MASKED_LOGIT, s)
+    m_new = jnp.maximum(m_b, s.max(axis=1))
+    l_new = l_b * jnp.exp(m_b - m_new) + jnp.exp(s - m_new[:, None]).sum(axis=1)
+    return (m_new, l_new), None
+
+  init = (_zeros_as(q_bxD, (b,), q_bxD.dtype) - jnp.inf, _zeros_as(q_bxD, (b,), q_bxD.dtype))
+  xs = (cands, hashes, valid, jnp.arange(cands.shape[0]))
+  (m_b, l_b), _ = jax.lax.scan(body, init, xs)
+  return m_b + jnp.log(l_b)
+
+
+@jax.custom_vjp
+def _tiled_lse(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec):
+  return _tiled_lse_fwd_scan(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec.shape[0])
+
+
+def _tiled_lse_fwd(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec):
+  lse_b = _tiled_lse_fwd_scan(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec.shape[0])
+  return lse_b, (q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec, lse_b)
+
+
+def _tiled_lse_bwd(res, g_b):
+  """Recomputes each block's logits: p = exp(s - lse); ds = g * p (0 where masked); then dq, dcand and
+  dtemperature (s = q.c / tau, so ds/dtau = -s / tau) block by block."""
+  q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec, lse_b = res
+  block = block_spec.shape[0]
+  cands, hashes, valid = _blocks(cand_CxD, hash_C, block)
+
+  def body(carry, xs):
+    dq_bxD, dtau = carry
+    c_blk, h_blk, v_blk, i = xs
+    s = (q_bxD @ c_blk.T) / temperature
+    mask = _block_mask(targets, h_blk, labels_b, i * block, v_blk)
+    ds = jnp.where(mask, 0.0, g_b[:, None] * jnp.exp(s - lse_b[:, None]))
+    dq_bxD = dq_bxD + (ds @ c_blk) / temperature
+    dc_blk = (ds.T @ q_bxD) / temperature
+    dtau = dtau - jnp.sum(ds * s) / temperature
+    return (dq_bxD, dtau), dc_blk
+
+  init = (_zeros_as(g_b, q_bxD.shape, q_bxD.dtype), _zeros_as(g_b, (), jnp.result_type(temperature, jnp.float32)))
+  xs = (cands, hashes, valid, jnp.arange(cands.shape[0]))
+  (dq_bxD, dtau), dc = jax.lax.scan(body, init, xs)
+  dcand = dc.reshape(-1, cand_CxD.shape[1])[:cand_CxD.shape[0]]
+  dtau = jnp.asarray(dtau, jnp.result_type(temperature)).reshape(jnp.shape(temperature))
+  return dq_bxD, dcand, dtau, None, None, None, None
+
+
+_tiled_lse.defvjp(_tiled_lse_fwd, _tiled_lse_bwd)
+
+
+def tiled_infonce(q_bxD: jax.Array, cand_CxD: jax.Array, labels_b: jax.Array,
+                  temperature: jax.Array | float = 0.05, block_size: int = 1024,
+                  targets: jax.Array | None = None, hash_C: jax.Array | None = None) -> jax.Array:
+  """`infonce` without the [b, C] logits: the log-sum-exp walks blocks of block_size candidates with a
+  running max and sum, and the backward pass recomputes each block (custom VJP), so memory is O(b x block).
+  Masks come from hashes per block (targets: [b] or [b, P] positives of each query; hash_C: candidates')
+  exactly as `false_negative_mask` builds them; None = nothing masked."""
+  if (targets is None) != (hash_C is None):
+    raise ValueError("tiled_infonce: pass both targets and hash_C, or neither.")
+  # Varying over the mesh axes like the queries (inside shard_map): its gradient, a sum over this device's
+  # queries, then varies too, and autodiff of the add sums it over the devices for a replicated temperature.
+  temperature = jnp.asarray(temperature, jnp.float32) + _zeros_as(q_bxD, (), jnp.float32)
+  block = max(1, min(int(block_size), cand_CxD.shape[0]))
+  block_spec = jnp.zeros((block,), jnp.int8)  # A static size carried as a shape (custom_vjp args are arrays).
+  lse_b = _tiled_lse(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec)
+  label_logit_b = jnp.sum(q_bxD * cand_CxD[labels_b], axis=-1) / temperature
+  return jnp.mean(lse_b - label_logit_b)
+
+
+def masked_count(targets: jax.Array | None, hash_C: jax.Array | None, labels_b: jax.Array,
+                 num_candidates: int, block_size: int) -> jax.Array:
+  """Mean over queries of the masked candidates (`false_negative_mask(...).sum(-1)`), block by block."""
+  if hash_C is None:
+    return jnp.float32(0.0)
+  block = max(1, min(int(block_size), num_candidates))
+  _, hashes, valid = _blocks(jnp.zeros((num_candidates, 1), jnp.float32), hash_C, block)
+
+  def body(total, xs):
+    h_blk, v_blk, i = xs
+    mask = _block_mask(targets, h_blk, labels_b, i * block, v_blk) & v_blk[None, :]
+    return total + mask.sum().astype(jnp.float32), None
+
+  total, _ = jax.lax.scan(body, _zeros_as(labels_b, (), jnp.float32), (hashes, valid, jnp.arange(hashes.shape[0])))
+  return total / labels_b.shape[0]
+
+
 # --- Cross-device InfoNCE ---------------------------------------------------------------------------
 
 
@@ -137,31 +263,48 @@ def gather_candidates(pos_bxD: jax.Array, neg_bxKxD: jax.Array | None = None,
   return cand_CxD, labels_b, hash_C
 
 
+IMPLEMENTATIONS = config_lib.INFONCE_IMPLEMENTATIONS
+
+
 def contrastive_loss(q_bxD: jax.Array, pos_bxD: jax.Array, neg_bxKxD: jax.Array | None = None, *,
                      temperature: jax.Array | float = 0.05, axis_name: str | None = None,
                      negatives: str = "global", symmetric: bool = False,
                      q_hash_b: jax.Array | None = None, pos_hash_b: jax.Array | None = None,
                      neg_hash_bxK: jax.Array | None = None,
-                     judged_hash_bxP: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                     judged_hash_bxP: jax.Array | None = None, implementation: str = "dense",
+                     block_size: int = 1024) -> tuple[jax.Array, jax.Array]:
   """InfoNCE of this device's queries against local or gathered candidates -> (loss, negatives per query).
 
   The loss is this device's mean; `pmean` it over axis_name for the global-batch loss. Hashes (optional)
   mask candidates that are the query's positive (by id or text), or any of its judged positives when
   judged_hash_bxP is given (symmetric term: queries equal to the positive's query). Negatives per query:
-  candidates - 1 - masked, e.g. global_B * (1 + k) - 1 with nothing masked.
+  candidates - 1 - masked, e.g. global_B * (1 + k) - 1 with nothing masked. implementation "dense" builds
+  the [b, C] logits; "tiled" walks blocks of block_size candidates (`tiled_infonce`), same values.
   """
   if (neg_bxKxD is None) != (neg_hash_bxK is None) and pos_hash_b is not None:
     raise ValueError("pass neg_hash_bxK with neg_bxKxD (or no hashes at all).")
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"implementation={implementation!r}: use one of {IMPLEMENTATIONS}.")
   cand_CxD, labels_b, hash_C = gather_candidates(pos_bxD, neg_bxKxD, pos_hash_b, neg_hash_bxK,
                                                  axis_name=axis_name, negatives=negatives)
   targets = pos_hash_b if judged_hash_bxP is None else judged_hash_bxP
-  mask_bxC = None if hash_C is None else false_negative_mask(targets, hash_C, labels_b)
-  loss = infonce(q_bxD, cand_CxD, labels_b, temperature, mask_bxC)
-  masked = 0.0 if mask_bxC is None else jnp.mean(mask_bxC.sum(-1).astype(jnp.float32))
+  if implementation == "tiled":
+    tiled_targets = None if hash_C is None else targets
+    loss = tiled_infonce(q_bxD, cand_CxD, labels_b, temperature, block_size, tiled_targets, hash_C)
+    masked = masked_count(tiled_targets, hash_C, labels_b, cand_CxD.shape[0], block_size)
+  else:
+    mask_bxC = None if hash_C is None else false_negative_mask(targets, hash_C, labels_b)
+    loss = infonce(q_bxD, cand_CxD, labels_b, temperature, mask_bxC)
+    masked = 0.0 if mask_bxC is None else jnp.mean(mask_bxC.sum(-1).astype(jnp.float32))
   negatives_per_query = jnp.float32(cand_CxD.shape[0] - 1) - masked
   if symmetric:
     q_all_QxD, labels_b, q_hash_Q = gather_candidates(q_bxD, None, q_hash_b, None,
                                                       axis_name=axis_name, negatives=negatives)
-    mask_bxQ = None if q_hash_Q is None else false_negative_mask(q_hash_b, q_hash_Q, labels_b)
-    loss = 0.5 * (loss + infonce(pos_bxD, q_all_QxD, labels_b, temperature, mask_bxQ))
+    if implementation == "tiled":
+      reverse = tiled_infonce(pos_bxD, q_all_QxD, labels_b, temperature, block_size,
+                              None if q_hash_Q is None else q_hash_b, q_hash_Q)
+    else:
+      mask_bxQ = None if q_hash_Q is None else false_negative_mask(q_hash_b, q_hash_Q, labels_b)
+      reverse = infonce(pos_bxD, q_all_QxD, labels_b, temperature, mask_bxQ)
+    loss = 0.5 * (loss + reverse)
   return loss, negatives_per_query

@@ -228,4 +228,5 @@ def _infonce(config, rest, embs, aux, axis_name):
                   judged_hash_bxP=aux.get("judged_hash"))
   return losses.contrastive_loss(
       q, embs["positive"], neg, temperature=temperature_of(config, rest), axis_name=axis_name,
-      negatives=config.negatives, symmetric=bool(config.infonce.symmetric), **hashes)
+      negatives=config.negatives, symmetric=bool(config.infonce.symmetric),
+      implementation=config.infonce.implementation, block_size=int(config.infonce.block_size), **hashes)

@@ -91,10 +91,11 @@ def plain_one_device():
   return jax.device_get(state.params), grads
 
 
-@pytest.mark.parametrize("strategy", ["pjit", "pmap"])
-def test_train_step_gradcache_on_eight_devices_equals_plain(plain_one_device, strategy):
+@pytest.mark.parametrize("strategy,implementation", [("pjit", "dense"), ("pmap", "dense"), ("pjit", "tiled")])
+def test_train_step_gradcache_on_eight_devices_equals_plain(plain_one_device, strategy, implementation):
   params, (ref_loss, ref_metrics, ref_grads) = plain_one_device
-  config = tiny_config(**{"grad_cache.chunk_size": 1, "parallel.strategy": strategy})  # 2 chunks per device.
+  config = tiny_config(**{"grad_cache.chunk_size": 1, "parallel.strategy": strategy,  # 2 chunks per device.
+                          "infonce.implementation": implementation, "infonce.block_size": 7})
   mesh = sharding.make_mesh(8)
   loss, metrics, grads = steps.make_grad_fn(bi_encoder.BiEncoder(config), mesh)(
       params, random_batch(), jax.random.PRNGKey(1))

@@ -65,3 +65,57 @@ def test_learnable_temperature_is_clipped_at_one_over_100():
   assert float(grad) == 0.0  # Past the clip the parameter gets no gradient.
   tau, grad = jax.value_and_grad(losses.temperature_from_log)(jnp.log(0.05))
   np.testing.assert_allclose([tau, grad], [0.05, 0.05], rtol=1e-6)
+
+
+def _contrastive_inputs(b=12, k=2, dim=16, seed=0):
+  rng = np.random.RandomState(seed)
+  unit = lambda x: jnp.asarray(x / np.linalg.norm(x, axis=-1, keepdims=True), jnp.float32)  # noqa: E731
+  embs = (unit(rng.randn(b, dim)), unit(rng.randn(b, dim)), unit(rng.randn(b, k, dim)))
+  # Few distinct hashes, so that many candidates are masked: other positives of a query, shared negatives.
+  hashes = dict(q_hash_b=jnp.asarray(rng.randint(0, 5, b), jnp.int32),
+                pos_hash_b=jnp.asarray(rng.randint(0, 6, b), jnp.int32),
+                neg_hash_bxK=jnp.asarray(rng.randint(0, 6, (b, k)), jnp.int32))
+  hashes["judged_hash_bxP"] = jnp.stack([hashes["pos_hash_b"], jnp.asarray(rng.randint(0, 6, b), jnp.int32)], 1)
+  return embs, hashes
+
+
+def test_tiled_infonce_equals_dense_in_value_and_gradients():
+  """Tiled walks of 1, 7 (not a divisor of the 36 candidates) and 100 candidates per block give the dense
+  loss, its gradients for queries, positives, negatives and the log-temperature, and the same
+  negatives-per-query count, with false-negative masks and the symmetric term on."""
+  embs, hashes = _contrastive_inputs()
+
+  def run(implementation, block):
+    def loss(q, pos, neg, log_tau):
+      return losses.contrastive_loss(q, pos, neg, temperature=jnp.exp(log_tau), symmetric=True,
+                                     implementation=implementation, block_size=block, **hashes)
+    value_and_grad = jax.jit(jax.value_and_grad(lambda *a: loss(*a)[0], argnums=(0, 1, 2, 3)))
+    return value_and_grad(*embs, jnp.float32(math.log(0.05))), float(jax.jit(lambda *a: loss(*a)[1])(
+        *embs, jnp.float32(math.log(0.05))))
+
+  (ref_loss, ref_grads), ref_count = run("dense", 0)
+  assert ref_count < 35  # Some of the 36 - 1 candidates are masked.
+  for block in (1, 7, 100):
+    (loss, grads), count = run("tiled", block)
+    np.testing.assert_allclose(loss, ref_loss, atol=1e-6)
+    for got, want in zip(grads, ref_grads):
+      np.testing.assert_allclose(got, want, atol=1e-5)
+    assert count == ref_count
+  assert float(jnp.abs(ref_grads[3])) > 1e-3  # The temperature gradient is live.
+
+
+def test_tiled_infonce_memory_follows_the_block():
+  """Compiled temp memory of loss + gradients at 256 queries x 16,384 candidates: the dense [256, 16384]
+  logits need several times what blocks of 512 do."""
+  rng = np.random.RandomState(0)
+  q = jnp.asarray(rng.randn(256, 32), jnp.float32)
+  cand = jnp.asarray(rng.randn(16384, 32), jnp.float32)
+  labels = jnp.arange(256)
+
+  def temp_bytes(fn):
+    grad = jax.jit(jax.grad(fn, argnums=(0, 1)))
+    return grad.lower(q, cand).compile().memory_analysis().temp_size_in_bytes
+
+  dense = temp_bytes(lambda q, c: losses.infonce(q, c, labels))
+  tiled = temp_bytes(lambda q, c: losses.tiled_infonce(q, c, labels, block_size=512))
+  assert dense > 16 * 2**20 > 4 * tiled, (dense, tiled)  # Logits alone: 256 * 16384 * 4 bytes = 16 MiB.

@@ -181,9 +181,14 @@ def single_device():
   return _run(tiny_config(), 1)
 
 
-@pytest.mark.parametrize("strategy,fsdp", [("pjit", False), ("pmap", False), ("pjit", True)])
-def test_eight_devices_equal_one(single_device, strategy, fsdp):
-  run = _run(tiny_config(**{"parallel.strategy": strategy, "parallel.fsdp": fsdp}), NDEV)
+@pytest.mark.parametrize("strategy,fsdp,implementation", [("pjit", False, "dense"), ("pmap", False, "dense"),
+                                                         ("pjit", True, "dense"), ("pjit", False, "tiled"),
+                                                         ("pmap", False, "tiled")])
+def test_eight_devices_equal_one(single_device, strategy, fsdp, implementation):
+  """Every objective (tiny_config turns them all on), the dense 1-device reference; "tiled" walks the
+  InfoNCE candidates in blocks of 5 (48 global candidates: 10 blocks, the last one padded)."""
+  run = _run(tiny_config(**{"parallel.strategy": strategy, "parallel.fsdp": fsdp,
+                            "infonce.implementation": implementation, "infonce.block_size": 5}), NDEV)
   if "grads" in run:
     loss, metrics, grads = run["grads"]
     ref_loss, ref_metrics, ref_grads = single_device["grads"]
