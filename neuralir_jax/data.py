@@ -640,9 +640,6 @@ def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, column
                      f"{process_count} processes; make it divisible by process_count.")
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} is outside [0, {process_count}).")
-  if len(records) < global_batch_size:
-    raise ValueError(f"{len(records)} records are fewer than one global batch of {global_batch_size}; "
-                     "lower global_batch_size or add data.")
   if sampler not in SAMPLERS:
     raise ValueError(f"data.sampler={sampler!r}: use one of {SAMPLERS}.")
   columns = tuple(columns)
@@ -652,6 +649,15 @@ def make_train_iterator(records: Sequence[dict], tokenizer: Tokenizer, *, column
             "--config.infonce.hard_negatives=false, or use a view with negatives" if "negative" in missing else "")
     raise ValueError(f"records lack the text columns {missing}; they have {sorted(records[0])}. "
                      f"Pick columns from those (or load another view){hint}.")
+  if len(records) < global_batch_size:
+    if sampler != "random" or num_epochs is not None:
+      raise ValueError(f"{len(records)} records are fewer than one global batch of {global_batch_size}; "
+                       "lower global_batch_size or add data.")
+    # The shuffled epochs follow each other within a batch: a record comes back in the same batch (a
+    # repeated positive is masked as a false negative, by text or id, unless infonce.mask_false_negatives
+    # is off). For memory and scale tests on small data; a real run wants more records than a batch.
+    logging.warning("%d records are fewer than one global batch of %d: each batch repeats records "
+                    "(epochs follow each other within it).", len(records), global_batch_size)
   scalars = [s for s in SCALAR_COLUMNS if s in records[0]]
   local = global_batch_size // process_count
   records = attach_hashes(records, columns)

@@ -269,7 +269,10 @@ def test_iterator_errors(triplets, tokenizer):
   with pytest.raises(ValueError, match=r"global_batch_size 15 is not a positive multiple of the 2 processes"):
     _iterator(triplets, tokenizer, global_batch_size=15, process_count=2)
   with pytest.raises(ValueError, match=r"3 records are fewer than one global batch of 16"):
-    _iterator(triplets[:3], tokenizer)
+    _iterator(triplets[:3], tokenizer, num_epochs=1)
+  # Repeating forever, a batch larger than the data takes the shuffled epochs one after another.
+  anchors = next(_iterator(triplets[:3], tokenizer))["anchor_hash"]
+  assert sorted(np.unique(anchors, return_counts=True)[1].tolist()) == [5, 5, 6]
   with pytest.raises(ValueError, match=r"records lack the text columns \['neutral'\]"):
     _iterator(triplets, tokenizer, columns=("anchor", "neutral"))
   beir = [{"anchor": f"query {i}", "positive": f"document {i}"} for i in range(16)]  # No negatives.
