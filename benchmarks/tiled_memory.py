@@ -7,6 +7,9 @@ device's [local batch, 2 x global batch] logits; tiled walks blocks of `--block`
 
   .venv/bin/python benchmarks/tiled_memory.py [--batches 8192,65536] [--chunk 128] [--block 1024]
 
+`--time-batch N` also times real train steps (random tokens, 8 devices, GradCache as above) of both at
+global batch N, where dense fits: ms/step, rounds alternating.
+
 Tiled should stay flat as the batch grows (the gathered embeddings, 2 x global batch x 32 floats, are what
 is left); dense grows with local batch x global batch.
 """
@@ -54,6 +57,41 @@ def temp_bytes(implementation: str, batch: int, chunk: int, block: int, length: 
   return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
+def time_steps(batch: int, chunk: int, block: int, length: int, steps_timed: int = 3, rounds: int = 2) -> dict:
+  """Median ms/step of the real train step per implementation at one global batch (random tokens)."""
+  import statistics
+  import numpy as np
+  from neuralir_jax import optimizer
+  rng = np.random.default_rng(0)
+  ids = rng.integers(3, 1000, (batch, length), dtype=np.int32)
+  data = {f"{c}_{kind}": (ids if kind == "ids" else np.ones_like(ids)) for c in ("anchor", "positive", "negative")
+          for kind in ("ids", "mask")}
+  mesh = sharding.make_mesh(8)
+  runs = {}
+  for implementation in ("dense", "tiled"):
+    config = bench_config(implementation, chunk, block)
+    config.batch_size = batch
+    family = bi_encoder.BiEncoder(config)
+    tx, schedule = optimizer.make_optimizer(config.optimizer, 100)
+    state, shardings = steps.create_train_state(family, jax.random.PRNGKey(0), mesh, tx)
+    step = steps.make_train_step(family, mesh, tx, shardings, schedule)
+    global_batch = sharding.make_global_batch(data, mesh)
+    state, metrics = step(state, global_batch)  # Compilation.
+    jax.block_until_ready(metrics)
+    runs[implementation] = [step, state, global_batch, []]
+  for r in range(rounds):
+    for implementation in (("dense", "tiled") if r % 2 == 0 else ("tiled", "dense")):
+      step, state, global_batch, times = runs[implementation]
+      tic = time.perf_counter()
+      for _ in range(steps_timed):
+        state, metrics = step(state, global_batch)
+      jax.block_until_ready(metrics)
+      times.append((time.perf_counter() - tic) / steps_timed * 1e3)
+      runs[implementation][1] = state
+  print({name: [round(t) for t in run[3]] for name, run in runs.items()})
+  return {name: statistics.median(run[3]) for name, run in runs.items()}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batches", default="8192,65536", help="Global batches, comma-separated.")
@@ -61,6 +99,7 @@ def main():
   parser.add_argument("--block", type=int, default=1024, help="Candidates per tiled block.")
   parser.add_argument("--length", type=int, default=32)
   parser.add_argument("--implementations", default="tiled,dense")
+  parser.add_argument("--time-batch", type=int, default=0, help="Also time train steps at this global batch.")
   args = parser.parse_args()
   start = time.time()
   batches = [int(b) for b in args.batches.split(",")]
@@ -74,6 +113,10 @@ def main():
       base = base or size
       print(f"{implementation:<15} {batch:>12} {size / 2**20:>16.1f} {size / base:>17.2f}", flush=True)
   print(f"(compiled in {time.time() - start:.0f}s)")
+  if args.time_batch:
+    ms = time_steps(args.time_batch, args.chunk, args.block, args.length)
+    print(f"train step at global batch {args.time_batch}: dense {ms['dense']:.0f} ms, tiled {ms['tiled']:.0f} ms "
+          f"(tiled / dense {ms['tiled'] / ms['dense']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -144,6 +144,8 @@ class Throughput:
     self.flops += self.family.train_flops(batch, self.num_devices)
 
   def rates(self) -> dict[str, float]:
+    if not self.examples:  # Nothing timed since the reset (e.g. a 1-step run: its compile step is excluded).
+      return {}
     seconds = max(time.perf_counter() - self.tic, 1e-9)
     out = {"examples_per_second": self.examples / seconds, "tokens_per_second": self.tokens / seconds,
            "padding_fraction": 1.0 - self.tokens / max(self.positions, 1)}
