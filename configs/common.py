@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.objectives.infonce = 1.0  # Multiple-negatives ranking / InfoNCE.
   c.objectives.sts_cosine = 0.0  # MSE(cos(u, v), score / 5).
   c.objectives.triplet = 0.0  # max(|a-p| - |a-n| + margin, 0).
+  c.objectives.sigmoid = 0.0  # SigLIP pairwise sigmoid over InfoNCE's candidates (negatives, hard negatives, masks).
 
   c.infonce = ml_collections.ConfigDict()
   c.infonce.temperature = 0.05  # tau; logits are cos / tau.
@@ -92,6 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
   # embeddings (re-normalised) for each d, weighted; () = off. E.g. dims (384, 256, 128, 64), weights (1,)*4.
   c.matryoshka.dims = ()
   c.matryoshka.weights = ()
+  c.sigmoid = ml_collections.ConfigDict()  # Learnt scale t = exp(log t) and bias b of sigmoid(t q.c + b).
+  c.sigmoid.scale_init = 10.0  # SigLIP's initial t.
+  c.sigmoid.bias_init = -10.0  # SigLIP's initial b: starts near the prior of mostly negative pairs.
   c.triplet = ml_collections.ConfigDict()
   c.triplet.margin = 1.0  # Euclidean margin (Sentence-BERT paper: 1).
   c.negatives = "global"  # global: candidates gathered from every device; local: own batch only.

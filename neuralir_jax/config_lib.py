@@ -36,7 +36,7 @@ STRATEGIES = ("pjit", "pmap")
 DTYPES = ("float32", "bfloat16")
 VIEWS = ("pairs", "triplets", "nli_full", "duplicates")
 SAMPLERS = ("random", "no_duplicates")
-OBJECTIVES = ("nli_softmax", "sts_cosine", "triplet", "infonce")
+OBJECTIVES = ("nli_softmax", "sts_cosine", "triplet", "infonce", "sigmoid")
 
 # ml_collections.config_flags parses `--config.KEY=VALUE` with these (absl) parsers, by the key's type.
 _PARSERS = {int: flags.IntegerParser(), float: flags.FloatParser(), bool: flags.BooleanParser(),

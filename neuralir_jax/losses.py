@@ -230,6 +230,43 @@ def masked_count(targets: jax.Array | None, hash_C: jax.Array | None, labels_b: 
   return total / labels_b.shape[0]
 
 
+# --- Sigmoid (SigLIP) pairwise loss -------------------------------------------------------------------
+
+
+def sigmoid_loss(q_bxD: jax.Array, pos_bxD: jax.Array, neg_bxKxD: jax.Array | None = None, *,
+                 log_scale: jax.Array, bias: jax.Array, axis_name: str | None = None,
+                 negatives: str = "global", pos_hash_b: jax.Array | None = None,
+                 neg_hash_bxK: jax.Array | None = None, judged_hash_bxP: jax.Array | None = None,
+                 block_size: int = 1024) -> jax.Array:
+  """SigLIP's pairwise loss (Zhai et al., 2023): -sum over candidates of log sigmoid(z * (t q.c + b)),
+  z = +1 for the query's positive and -1 for every other candidate, divided by this device's queries.
+
+  The candidates are InfoNCE's (`gather_candidates`: the global positives, then hard negatives); judged
+  positives other than the label (by hash) are left out, neither positive nor negative. The candidates are
+  walked in blocks of block_size under `jax.checkpoint`, so memory is O(b x block); t = exp(log_scale)
+  and b are learnt. `pmean` over axis_name gives the global loss.
+  """
+  cand_CxD, labels_b, hash_C = gather_candidates(pos_bxD, neg_bxKxD, pos_hash_b, neg_hash_bxK,
+                                                 axis_name=axis_name, negatives=negatives)
+  targets = None if hash_C is None else (pos_hash_b if judged_hash_bxP is None else judged_hash_bxP)
+  block = max(1, min(int(block_size), cand_CxD.shape[0]))
+  cands, hashes, valid = _blocks(cand_CxD, hash_C, block)
+  scale = jnp.exp(log_scale)
+
+  @jax.checkpoint
+  def body(total, xs):
+    c_blk, h_blk, v_blk, i = xs
+    z = scale * (q_bxD @ c_blk.T) + bias
+    cols = i * block + jnp.arange(block)
+    sign = jnp.where(cols[None, :] == labels_b[:, None], 1.0, -1.0)
+    left_out = _block_mask(targets, h_blk, labels_b, i * block, v_blk)
+    return total + jnp.where(left_out, 0.0, jax.nn.log_sigmoid(sign * z)).sum(), None
+
+  init = _zeros_as(q_bxD, (), jnp.float32) + 0 * (scale + bias)
+  total, _ = jax.lax.scan(body, init, (cands, hashes, valid, jnp.arange(cands.shape[0])))
+  return -total / q_bxD.shape[0]
+
+
 # --- Cross-device InfoNCE ---------------------------------------------------------------------------
 
 

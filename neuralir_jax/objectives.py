@@ -7,7 +7,8 @@ optional `c_hash` int32[B] (or [B, k]), `label` int32[B], `score` float32[B]. Th
                (anchor, neutral) as neutral and (anchor, negative) as contradiction;
   sts_cosine   (sentence1, sentence2, score) or (premise, hypothesis, score);
   triplet      (anchor, positive, negative);
-  infonce      (anchor, positive[, negative]) with in-batch, cross-device and hard negatives.
+  infonce      (anchor, positive[, negative]) with in-batch, cross-device and hard negatives;
+  sigmoid      the same candidates, SigLIP's pairwise sigmoid loss (`losses.sigmoid_loss`).
 Each text column is embedded once per step: `stack_texts` puts every column of a batch into one
 [B, R, L] array for a single encoder call and `split_embeddings` cuts the result back into columns.
 
@@ -44,6 +45,9 @@ def init_params(config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
     params["heads"] = {"nli": losses.init_nli_head(rng, config.model.bert.hidden_size)}
   if "infonce" in objectives and config.infonce.learnable_temperature:
     params["log_temperature"] = jnp.asarray(math.log(config.infonce.temperature), jnp.float32)
+  if "sigmoid" in objectives:
+    params["sigmoid"] = {"log_scale": jnp.asarray(math.log(config.sigmoid.scale_init), jnp.float32),
+                         "bias": jnp.asarray(config.sigmoid.bias_init, jnp.float32)}
   return params
 
 
@@ -87,7 +91,7 @@ def text_columns(config: ml_collections.ConfigDict, keys: set[str]) -> tuple[str
     _require("triplet", ("anchor", "positive", "negative"), cols, keys,
              "use data.view=triplets on a source with negatives, or set objectives.triplet=0.")
     used |= {"anchor", "positive", "negative"}
-  if "infonce" in objectives:
+  if "infonce" in objectives or "sigmoid" in objectives:
     if config.infonce.hard_negatives:
       _require("infonce", ("anchor", "positive", "negative"), cols, keys,
                "this view has no negatives; set --config.infonce.hard_negatives=false.")
@@ -206,6 +210,10 @@ def _objective_losses(config, rest, embs, aux, axis_name):
   if "infonce" in objectives:
     metrics["loss/infonce"], metrics["negatives_per_query"] = _infonce(config, rest, embs, aux, axis_name)
     metrics["temperature"] = temperature_of(config, rest)
+  if "sigmoid" in objectives:
+    metrics["loss/sigmoid"] = _sigmoid(config, rest, embs, aux, axis_name)
+    metrics["sigmoid_scale"] = jnp.exp(rest["sigmoid"]["log_scale"])
+    metrics["sigmoid_bias"] = rest["sigmoid"]["bias"]
   for name, weight in objectives.items():
     total = total + weight * metrics[f"loss/{name}"]
   return total, metrics
@@ -216,7 +224,8 @@ def _first_per_query(emb_RxD: jax.Array, num_queries: int) -> jax.Array:
   return emb_RxD.reshape(num_queries, -1, emb_RxD.shape[-1])[:, 0]
 
 
-def _infonce(config, rest, embs, aux, axis_name):
+def _candidates(config, embs, aux):
+  """(queries, hard negatives [b, k, D] or None, hashes for the masks) of the contrastive objectives."""
   q = embs["anchor"]
   b, dim = q.shape
   neg = embs["negative"].reshape(b, -1, dim) if config.infonce.hard_negatives else None
@@ -226,6 +235,19 @@ def _infonce(config, rest, embs, aux, axis_name):
     hashes = dict(q_hash_b=aux["anchor_hash"], pos_hash_b=aux["positive_hash"],
                   neg_hash_bxK=None if neg is None else aux["negative_hash"].reshape(b, -1),
                   judged_hash_bxP=aux.get("judged_hash"))
+  return q, neg, hashes
+
+
+def _sigmoid(config, rest, embs, aux, axis_name):
+  q, neg, hashes = _candidates(config, embs, aux)
+  hashes.pop("q_hash_b", None)
+  return losses.sigmoid_loss(q, embs["positive"], neg, log_scale=rest["sigmoid"]["log_scale"],
+                             bias=rest["sigmoid"]["bias"], axis_name=axis_name, negatives=config.negatives,
+                             block_size=int(config.infonce.block_size), **hashes)
+
+
+def _infonce(config, rest, embs, aux, axis_name):
+  q, neg, hashes = _candidates(config, embs, aux)
   return losses.contrastive_loss(
       q, embs["positive"], neg, temperature=temperature_of(config, rest), axis_name=axis_name,
       negatives=config.negatives, symmetric=bool(config.infonce.symmetric),

@@ -119,3 +119,29 @@ def test_tiled_infonce_memory_follows_the_block():
   dense = temp_bytes(lambda q, c: losses.infonce(q, c, labels))
   tiled = temp_bytes(lambda q, c: losses.tiled_infonce(q, c, labels, block_size=512))
   assert dense > 16 * 2**20 > 4 * tiled, (dense, tiled)  # Logits alone: 256 * 16384 * 4 bytes = 16 MiB.
+
+
+def test_sigmoid_loss_golden_against_numpy():
+  """SigLIP's loss on hand-checkable candidates: every (query, candidate) pair is a +1 (its positive) or -1
+  term, judged positives by hash are left out; blocks of 1, 4 and 100 candidates give the same value."""
+  embs, hashes = _contrastive_inputs(b=6, k=1, dim=8, seed=3)
+  q, pos, neg = (np.asarray(x) for x in embs)
+  log_scale, bias = np.float32(math.log(10.0)), np.float32(-2.0)
+  cand = np.concatenate([pos, neg.reshape(-1, 8)])
+  cand_hash = np.concatenate([np.asarray(hashes["pos_hash_b"]), np.asarray(hashes["neg_hash_bxK"]).reshape(-1)])
+  judged = np.asarray(hashes["judged_hash_bxP"])
+  total = 0.0
+  for i in range(6):
+    for c in range(12):
+      if c != i and cand_hash[c] in judged[i]:
+        continue  # Another judged positive of query i: neither positive nor negative.
+      z = 1.0 if c == i else -1.0
+      total += math.log(1 / (1 + math.exp(-z * (10.0 * float(q[i] @ cand[c]) + bias))))
+  expected = -total / 6
+  for block in (1, 4, 100):
+    got = losses.sigmoid_loss(*embs, log_scale=jnp.float32(log_scale), bias=jnp.float32(bias),
+                              pos_hash_b=hashes["pos_hash_b"], neg_hash_bxK=hashes["neg_hash_bxK"],
+                              judged_hash_bxP=hashes["judged_hash_bxP"], block_size=block)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+  unmasked = losses.sigmoid_loss(*embs, log_scale=jnp.float32(log_scale), bias=jnp.float32(bias))
+  assert float(unmasked) > expected + 1e-3  # The masks left terms out.

@@ -188,7 +188,7 @@ def test_other_judged_positive_is_masked_not_a_negative():
 
 def test_matryoshka_loss_is_the_weighted_sum_over_truncated_dims():
   config = tiny_config(**{"objectives.nli_softmax": 0.0, "objectives.sts_cosine": 0.0,
-                          "objectives.triplet": 0.0, "infonce.symmetric": False,
+                          "objectives.triplet": 0.0, "objectives.sigmoid": 0.0, "infonce.symmetric": False,
                           "infonce.learnable_temperature": False, "matryoshka.dims": (32, 8),
                           "matryoshka.weights": (1.0, 0.5)})
   rng = np.random.RandomState(1)
@@ -231,6 +231,7 @@ def _retrieval_batch(seed=0):
 
 def _retrieval_config(**overrides):
   return tiny_config(**{"objectives.nli_softmax": 0.0, "objectives.sts_cosine": 0.0, "objectives.triplet": 0.0,
+                        "objectives.sigmoid": 0.0,
                         "matryoshka.dims": (32, 16), "matryoshka.weights": (1.0, 0.5), **overrides})
 
 

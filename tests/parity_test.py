@@ -31,7 +31,7 @@ def _triples() -> list[dict]:
 def _ours(triples):
   config = tiny_config(**{
       "model.init": "minilm", "model.dropout_rate": 0.0, "data.max_length": LENGTH,
-      "objectives.nli_softmax": 0.0, "objectives.sts_cosine": 0.0, "objectives.triplet": 0.0,
+      "objectives.nli_softmax": 0.0, "objectives.sts_cosine": 0.0, "objectives.triplet": 0.0, "objectives.sigmoid": 0.0,
       "objectives.infonce": 1.0, "infonce.learnable_temperature": False, "infonce.symmetric": False,
       "infonce.hard_negatives": True, "infonce.temperature": 0.05, "batch_size": BATCH,
       "num_steps": NUM_STEPS, "optimizer.learning_rate": LR, "optimizer.warmup_steps": -1,

@@ -194,12 +194,13 @@ def test_eight_devices_equal_one(single_device, strategy, fsdp, implementation):
     ref_loss, ref_metrics, ref_grads = single_device["grads"]
     np.testing.assert_allclose(loss, ref_loss, atol=TOL)
     assert set(metrics) == set(ref_metrics) >= {"loss/nli_softmax", "loss/sts_cosine", "loss/triplet",
-                                                "loss/infonce", "nli_accuracy", "temperature",
+                                                "loss/infonce", "loss/sigmoid", "nli_accuracy", "temperature",
                                                 "negatives_per_query"}
     for name in ref_metrics:
       np.testing.assert_allclose(metrics[name], ref_metrics[name], atol=TOL, err_msg=name)
     assert max_abs_diff(grads, ref_grads) <= TOL
-    assert set(grads) == {"encoder", "heads", "log_temperature"}
+    assert set(grads) == {"encoder", "heads", "log_temperature", "sigmoid"}
+    assert min(abs(float(g)) for g in jax.tree.leaves(grads["sigmoid"])) > 1e-4  # Scale and bias learn.
   for got, ref in zip(run["metrics"], single_device["metrics"]):
     assert set(got) == set(ref) >= {"loss", "grad_norm", "lr"}
     for name in ref:

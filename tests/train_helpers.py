@@ -25,7 +25,7 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
       "model.max_seq_length": 16, "model.dropout_rate": 0.0,
       # Distinct weights so that a device-count bug in one objective cannot cancel out in the sum.
       "objectives.nli_softmax": 1.0, "objectives.sts_cosine": 0.5, "objectives.triplet": 0.3,
-      "objectives.infonce": 1.0,
+      "objectives.infonce": 1.0, "objectives.sigmoid": 0.1, "sigmoid.scale_init": 5.0,
       "infonce.temperature": 0.05, "infonce.learnable_temperature": True, "infonce.symmetric": True,
       "infonce.hard_negatives": True, "triplet.margin": 1.0, "negatives": "global",
       "parallel.strategy": "pjit", "parallel.fsdp": False, "grad_cache.chunk_size": 0,
