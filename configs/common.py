@@ -137,6 +137,9 @@ def ablation_base_config() -> ml_collections.ConfigDict:
   a.budget = "steps"  # "steps": num_steps per run; "examples": num_steps = examples_per_run // batch_size.
   a.examples_per_run = 0  # Examples per run when budget = "examples".
   a.only = ""  # Comma-separated setting names to run ("" = all); results.csv lists the runs done.
+  # Seeds every setting runs with (run NAME_seedS each); () = config.seed once. summary.csv and the plot
+  # give each setting's mean, standard deviation and 95% t interval over its runs.
+  a.seeds = ()
   a.num_cpu_devices = 8  # Fake CPU devices when JAX_NUM_CPU_DEVICES is unset (ignored on GPU/TPU).
   c = base_config()
   with c.unlocked():  # Locked again on exit, the new block included.

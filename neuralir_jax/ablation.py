@@ -52,9 +52,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-  """One run: its name (subdirectory) and its complete training config."""
+  """One run: its name (subdirectory), its complete training config, and the setting it repeats with
+  another seed (its own name when ablation.seeds is empty)."""
   name: str
   config: ml_collections.ConfigDict
+  setting: str = ""
 
 
 # --- Settings -----------------------------------------------------------------------------------------
@@ -135,6 +137,10 @@ def settings_of(config: ml_collections.ConfigDict, num_devices: int | None = Non
     raise ValueError("ablation.budget='examples' needs ablation.examples_per_run > 0.")
   if not isinstance(abl.settings, (list, tuple)) or not abl.settings:
     raise ValueError("ablation.settings must be a non-empty list of dicts, each with a 'name'.")
+  seeds = list(abl.get("seeds", ()) or ())
+  if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds) or len(set(seeds)) != len(seeds):
+    raise ValueError(f"ablation.seeds={tuple(seeds)}: give distinct integers, e.g. (0, 1, 2), or () for "
+                     "config.seed once.")
   base = ml_collections.ConfigDict(config.to_dict())
   del base["ablation"]
   out, seen = [], set()
@@ -154,12 +160,17 @@ def settings_of(config: ml_collections.ConfigDict, num_devices: int | None = Non
     if num_devices and run_config.batch_size % num_devices:
       raise ValueError(f"{where} ({name}): batch_size={run_config.batch_size} is not divisible by the "
                        f"{num_devices} devices; use a multiple of {num_devices}.")
-    out.append(Setting(name, run_config))
+    if not seeds:
+      out.append(Setting(name, run_config, name))
+    for seed in seeds:
+      seeded = ml_collections.ConfigDict(run_config.to_dict())
+      seeded.seed = seed
+      out.append(Setting(f"{name}_seed{seed}", seeded, name))
   only = [n.strip() for n in str(abl.only).split(",") if n.strip()]
   unknown = sorted(set(only) - seen)
   if unknown:
     raise ValueError(f"ablation.only names {unknown}, which are not settings; pick from {sorted(seen)}.")
-  return [s for s in out if not only or s.name in only]
+  return [s for s in out if not only or s.setting in only]
 
 
 def grid_axes(settings: Sequence[Setting]) -> dict[str, list]:
@@ -257,7 +268,8 @@ def run_setting(setting: Setting, workdir: str, eval_tasks: Sequence[str], num_d
          "final_loss": float(metrics.get("loss", math.nan)),
          "final_temperature": float(metrics.get("temperature", math.nan)),
          "logged_negatives_per_query": float(metrics.get("negatives_per_query", math.nan)),
-         "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - tic}
+         "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - tic,
+         "setting": setting.setting or setting.name, "seed": int(c.seed)}
   with open(result_path, "w") as f:
     json.dump({"row": row, "config": config_dict}, f, indent=2)
   return row
@@ -288,10 +300,43 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     logging.info("ablation run %d/%d: %s", i + 1, len(settings), setting.name)
     rows.append(run_setting(setting, workdir, eval_tasks, num_devices))
     write_results_csv(rows, os.path.join(workdir, "results.csv"), metrics)  # Partial results survive a crash.
-  plot_results(rows, os.path.join(workdir, "ablation.png"), primary_metric_columns(eval_tasks))
-  print(format_table(rows, list(SETTING_COLUMNS) + primary_metric_columns(eval_tasks) + ["train_seconds"]))
-  print(f"wrote {os.path.join(workdir, 'results.csv')} and {os.path.join(workdir, 'ablation.png')}")
+  summary = summarize(rows, metrics)
+  write_results_csv(summary, os.path.join(workdir, "summary.csv"), metrics)
+  primary = primary_metric_columns(eval_tasks)
+  runs = len(rows) // max(len(summary), 1)
+  plot_results(summary, os.path.join(workdir, "ablation.png"), primary,
+               budget=f"budget: same {config.ablation.budget} per run; mean and 95% interval over {runs} run(s)")
+  print(format_table(summary, ["name", "runs"] + [c for m in primary for c in (m, f"{m}_std", f"{m}_ci95")]))
+  print(f"wrote {', '.join(os.path.join(workdir, f) for f in ('results.csv', 'summary.csv', 'ablation.png'))}")
   return rows
+
+
+# t_{0.975, n - 1}: the 95% interval of a mean of n runs is mean +- t * std / sqrt(n).
+def _t975(n: int) -> float:
+  from scipy import stats
+  return float(stats.t.ppf(0.975, n - 1)) if n > 1 else math.nan
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict]:
+  """One row per setting (runs grouped by `setting`, in first-seen order): its setting columns, `runs`,
+  and per metric the mean (under the metric's name), `_std` (sample, ddof 1) and `_ci95` (half-width of
+  the t interval; nan for one run)."""
+  groups: dict[str, list[Mapping[str, Any]]] = {}
+  for row in rows:
+    groups.setdefault(row.get("setting", row["name"]), []).append(row)
+  out = []
+  for name, runs in groups.items():
+    row = {k: runs[0][k] for k in SETTING_COLUMNS if k in runs[0]}
+    row.update(name=name, runs=len(runs))
+    for m in metrics:
+      values = [float(r[m]) for r in runs if m in r]
+      if not values:
+        continue
+      mean = sum(values) / len(values)
+      std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+      row.update({m: mean, f"{m}_std": std, f"{m}_ci95": _t975(len(values)) * std / math.sqrt(len(values))})
+    out.append(row)
+  return out
 
 
 def run_from_cli(config_spec: str, workdir: str, overrides: Sequence[str]) -> list[dict]:
@@ -364,8 +409,9 @@ def plot_series(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[tuple[st
   return {k: sorted(v) for k, v in sorted(series.items())}
 
 
-def plot_results(rows: Sequence[Mapping[str, Any]], path: str, metrics: Sequence[str]) -> dict:
-  """ablation.png: one panel per metric vs negatives per query (log2); returns {metric: plot_series}."""
+def plot_results(rows: Sequence[Mapping[str, Any]], path: str, metrics: Sequence[str], budget: str = "") -> dict:
+  """ablation.png: one panel per metric vs negatives per query (log2), error bars from `METRIC_ci95` where
+  the rows have it (`summarize`); `budget` says how runs were budgeted; returns {metric: plot_series}."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -379,15 +425,19 @@ def plot_results(rows: Sequence[Mapping[str, Any]], path: str, metrics: Sequence
     for (variant, mode), points in drawn[metric].items():
       xs, ys = [max(p[0], 1) for p in points], [p[1] for p in points]  # log2 axis: 0 negatives drawn at 1.
       is_global = mode == "global"
-      ax.plot(xs, ys, linestyle="-" if is_global else "--", marker="o" if is_global else "s",
-              color=colors[variant], markerfacecolor=colors[variant] if is_global else "none",
-              label=f"{variant}, {mode}")
+      by_name = {r["name"]: r for r in rows}
+      errors = [by_name[p[2]].get(f"{metric}_ci95", math.nan) for p in points]
+      errors = None if all(math.isnan(e) for e in errors) else [0.0 if math.isnan(e) else e for e in errors]
+      ax.errorbar(xs, ys, yerr=errors, capsize=3, linestyle="-" if is_global else "--",
+                  marker="o" if is_global else "s", color=colors[variant],
+                  markerfacecolor=colors[variant] if is_global else "none", label=f"{variant}, {mode}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("negatives per query")
     ax.set_ylabel(metric)
     ax.grid(True, alpha=0.3)
   axes[0][0].legend(fontsize=8)
-  fig.suptitle("InfoNCE: effect of negatives per query (global = gathered across devices)")
+  fig.suptitle("InfoNCE: effect of negatives per query (global = gathered across devices)"
+               + (f"\n{budget}" if budget else ""))
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -248,3 +248,29 @@ def test_k_grid_is_the_scifact_recipe_with_k_negatives():
     assert s.config.to_dict() == expected, s.name
   assert [ablation.negatives_per_query(32, "global", True, 1, s.config.data.num_negatives)
           for s in settings] == [63, 95, 159, 287]
+
+
+def test_seeds_repeat_every_setting_and_the_summary_has_t_intervals(tmp_path):
+  c = _config([{"name": "a", "batch_size": 16}, {"name": "b", "batch_size": 32}])
+  c.ablation.seeds = (0, 1, 2)
+  settings = ablation.settings_of(c, 8)
+  assert [(s.name, s.setting, s.config.seed) for s in settings] == [
+      ("a_seed0", "a", 0), ("a_seed1", "a", 1), ("a_seed2", "a", 2),
+      ("b_seed0", "b", 0), ("b_seed1", "b", 1), ("b_seed2", "b", 2)]
+  c.ablation.only = "b"
+  assert [s.name for s in ablation.settings_of(c, 8)] == ["b_seed0", "b_seed1", "b_seed2"]
+  c.ablation.seeds = (1, 1)
+  with pytest.raises(ValueError, match=r"ablation.seeds=\(1, 1\): give distinct integers"):
+    ablation.settings_of(c, 8)
+  rows = [{"name": f"a_seed{i}", "setting": "a", "batch_size": 16, "m": v} for i, v in enumerate((1.0, 2.0, 3.0))]
+  rows.append({"name": "b", "setting": "b", "batch_size": 32, "m": 0.5})
+  (a, b) = ablation.summarize(rows, ["m"])
+  # mean 2, sample std 1, t_{0.975, 2} = 4.302653 -> half-width 4.302653 / sqrt(3).
+  assert a["name"] == "a" and a["runs"] == 3 and a["m"] == 2.0 and a["m_std"] == 1.0
+  np.testing.assert_allclose(a["m_ci95"], 4.302653 / np.sqrt(3), rtol=1e-6)
+  assert b["runs"] == 1 and b["m"] == 0.5 and np.isnan(b["m_std"]) and np.isnan(b["m_ci95"])
+  path = tmp_path / "ablation.png"
+  summary = [dict(r, hard_negatives=True, learnable_temperature=False, negatives="global",
+                  negatives_per_query=r["batch_size"] - 1) for r in (a, b)]
+  ablation.plot_results(summary, str(path), ["m"], budget="budget: same steps per run")
+  assert path.read_bytes()[:4] == b"\x89PNG"
