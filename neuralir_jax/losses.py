@@ -110,12 +110,9 @@ def infonce(q_BxD: jax.Array, cand_CxD: jax.Array, labels_B: jax.Array,
 def _block_mask(targets_bxP, hash_blk, labels_b, start, valid_blk):
   """[b, block] True where a candidate column is masked: padding past the last candidate, or (with hashes)
   a judged positive of the query other than its label."""
-  cols = start + jnp.arange(valid_blk.shape[0])
   mask = ~valid_blk[None, :]
-  if hash_blk is not None:
-    targets = targets_bxP if targets_bxP.ndim == 2 else targets_bxP[:, None]
-    same = jnp.any(targets[:, :, None] == hash_blk[None, None, :], axis=1)
-    mask = mask | (same & (cols[None, :] != labels_b[:, None]))
+  if hash_blk is not None:  # The block's columns start at `start`: labels shift by it.
+    mask = mask | false_negative_mask(targets_bxP, hash_blk, labels_b - start)
   return mask
 
 
@@ -262,7 +259,7 @@ def sigmoid_loss(q_bxD: jax.Array, pos_bxD: jax.Array, neg_bxKxD: jax.Array | No
     left_out = _block_mask(targets, h_blk, labels_b, i * block, v_blk)
     return total + jnp.where(left_out, 0.0, jax.nn.log_sigmoid(sign * z)).sum(), None
 
-  init = _zeros_as(q_bxD, (), jnp.float32) + 0 * (scale + bias)
+  init = _zeros_as(q_bxD, (), jnp.float32)
   total, _ = jax.lax.scan(body, init, (cands, hashes, valid, jnp.arange(cands.shape[0])))
   return -total / q_bxD.shape[0]
 
