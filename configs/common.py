@@ -88,6 +88,10 @@ def base_config() -> ml_collections.ConfigDict:
   # loss needs O(local batch x block_size) memory, not O(local batch x global batch x (1 + k)). Same values.
   c.infonce.implementation = "dense"
   c.infonce.block_size = 1024  # Candidates per block of the tiled walk.
+  # Negative queue (MoCo / cross-batch memory): the last queue_size candidate embeddings of earlier steps (no
+  # gradient) join every step's candidates, split over the devices and saved in checkpoints. 0 = off. A
+  # multiple of the device count; a multiple of batch_size * (1 + k) keeps whole steps.
+  c.infonce.queue_size = 0
   c.matryoshka = ml_collections.ConfigDict()
   # Matryoshka representation learning: the embedding objectives are applied to the first d dims of the
   # embeddings (re-normalised) for each d, weighted; () = off. E.g. dims (384, 256, 128, 64), weights (1,)*4.

@@ -14,6 +14,8 @@ shared. A family provides:
   embed_fn(group)            -> (enc_params, ids_NxL, mask_NxL, rng) -> outputs [N, ...] (what GradCache
                                 caches);
   loss(rest, columns, aux, axis_name) -> (loss, metrics) on one device's rows (in shard_map or pmap);
+  queue_size, queue_dim        the negative queue's entries (0 = none) and their size (`negative_queue.py`);
+  queue_entries(columns, aux)  -> (embeddings, hashes) a step pushes onto the queue;
   train_flops(batch, num_devices)      model FLOPs of one global step, for MFU;
   encoder(params, tokenizer)           the object the evaluation encodes (and predicts NLI) with;
   has_nli_head                         whether that object can predict NLI (nli: eval tasks need it).
@@ -48,6 +50,9 @@ class BiEncoder:
                                             remat=bool(config.model.remat))
     self.deterministic = config.model.dropout_rate == 0
     self.has_nli_head = "nli_softmax" in objectives.enabled(config)
+    contrastive = {"infonce", "sigmoid"} & set(objectives.enabled(config))
+    self.queue_size = int(config.infonce.queue_size) if contrastive else 0
+    self.queue_dim = int(config.model.bert.hidden_size)
 
   def init_params(self, rng: jax.Array, encoder_params: Any = None) -> dict:
     """{'encoder', 'heads'?, 'log_temperature'?}; encoder_params (e.g. pretrained) replace the random init."""
@@ -124,17 +129,21 @@ class BiEncoder:
   def loss(self, rest: dict, embs: dict, aux: dict, axis_name: str | None) -> tuple[jax.Array, dict]:
     return objectives.objective_losses(self.config, rest, embs, aux, axis_name)
 
+  def queue_entries(self, columns: dict, aux: dict):
+    return objectives.queue_entries(self.config, columns, aux)
+
   def train_flops(self, batch: dict[str, np.ndarray], num_devices: int) -> float:
     """Model FLOPs of one global step from a process's local batch (x process count): every text the
     objectives encode at its real length (padding, in a padded or a packed row, is waste, not work), plus
-    the InfoNCE logits against the nominal candidates (masked ones are computed too)."""
+    the InfoNCE logits against the nominal candidates (masked ones and the queue's are computed too)."""
     config = self.config
     columns = objectives.text_columns(config, set(batch))
     candidates = symmetric = 0
     if "infonce" in objectives.enabled(config):
       rows = config.batch_size if config.negatives == "global" else config.batch_size // num_devices
       k = objectives.texts_per_example(batch, "negative") if "negative" in columns else 0
-      candidates = rows * (1 + k)
+      queue = self.queue_size if config.negatives == "global" else self.queue_size // num_devices
+      candidates = rows * (1 + k) + queue
       symmetric = rows if config.infonce.symmetric else 0
     lengths = text_lengths(batch, columns)
     return (flops.encoder_flops(self.encoder_config.bert, lengths) * jax.process_count()

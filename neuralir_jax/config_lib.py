@@ -291,6 +291,7 @@ def _check_objectives(config: ml_collections.ConfigDict) -> None:
   _number(config, "infonce.temperature", 0.05, 0, low_open=True)
   _choice(config, "infonce.implementation", INFONCE_IMPLEMENTATIONS)
   _number(config, "infonce.block_size", 1024, 1)
+  _number(config, "infonce.queue_size", 0, 0)
   _choice(config, "negatives", NEGATIVES)
   _check_matryoshka(config)
 
@@ -318,6 +319,11 @@ def _check_parallel(config: ml_collections.ConfigDict, num_devices: int | None) 
     raise ValueError(f"parallel.fsdp=True needs parallel.strategy='pjit' (it is {config.parallel.strategy!r}): "
                      "set --config.parallel.strategy=pjit or --config.parallel.fsdp=false.")
   _number(config, "grad_cache.chunk_size", 0, 0)
+  queue = config.infonce.queue_size
+  if num_devices and isinstance(queue, int) and queue % num_devices:
+    _require(config, False, "infonce.queue_size",
+             f"{queue} is not divisible by the {num_devices} devices (each keeps an equal shard); use a "
+             f"multiple of {num_devices}, e.g. {-(-queue // num_devices) * num_devices}")
   chunk = config.grad_cache.chunk_size
   if num_devices and chunk and config.batch_size % num_devices == 0:
     per_device = config.batch_size // num_devices

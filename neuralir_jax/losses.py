@@ -122,19 +122,22 @@ def _zeros_as(like: jax.Array, shape, dtype) -> jax.Array:
   return jnp.zeros(shape, dtype) + (like.reshape(-1)[0] * 0).astype(dtype)
 
 
-def _blocks(cand_CxD, hash_C, block):
-  """Candidates padded to whole blocks: [n, block, D], hashes [n, block] (or None), validity [n, block]."""
+def _blocks(cand_CxD, hash_C, block, live_C=None):
+  """Candidates padded to whole blocks: [n, block, D], hashes [n, block] (or None), validity [n, block]
+  (False for the padding and for the candidates live_C marks dead, e.g. empty queue slots)."""
   num = cand_CxD.shape[0]
   n = -(-num // block)
   pad = n * block - num
   cands = jnp.pad(cand_CxD, ((0, pad), (0, 0))).reshape(n, block, -1)
-  valid = (jnp.arange(n * block) < num).reshape(n, block)
+  valid = jnp.arange(n * block) < num
+  if live_C is not None:
+    valid = valid & jnp.pad(live_C, (0, pad))
   hashes = None if hash_C is None else jnp.pad(hash_C, (0, pad)).reshape(n, block)
-  return cands, hashes, valid
+  return cands, hashes, valid.reshape(n, block)
 
 
-def _tiled_lse_fwd_scan(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block):
-  cands, hashes, valid = _blocks(cand_CxD, hash_C, block)
+def _tiled_lse_fwd_scan(q_bxD, cand_CxD, temperature, targets, hash_C, live_C, labels_b, block):
+  cands, hashes, valid = _blocks(cand_CxD, hash_C, block, live_C)
   b = q_bxD.shape[0]
 
   def body(carry, xs):
@@ -153,21 +156,23 @@ def _tiled_lse_fwd_scan(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b,
 
 
 @jax.custom_vjp
-def _tiled_lse(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec):
-  return _tiled_lse_fwd_scan(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec.shape[0])
+def _tiled_lse(q_bxD, cand_CxD, temperature, targets, hash_C, live_C, labels_b, block_spec):
+  return _tiled_lse_fwd_scan(q_bxD, cand_CxD, temperature, targets, hash_C, live_C, labels_b,
+                             block_spec.shape[0])
 
 
-def _tiled_lse_fwd(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec):
-  lse_b = _tiled_lse_fwd_scan(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec.shape[0])
-  return lse_b, (q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec, lse_b)
+def _tiled_lse_fwd(q_bxD, cand_CxD, temperature, targets, hash_C, live_C, labels_b, block_spec):
+  lse_b = _tiled_lse_fwd_scan(q_bxD, cand_CxD, temperature, targets, hash_C, live_C, labels_b,
+                              block_spec.shape[0])
+  return lse_b, (q_bxD, cand_CxD, temperature, targets, hash_C, live_C, labels_b, block_spec, lse_b)
 
 
 def _tiled_lse_bwd(res, g_b):
   """Recomputes each block's logits: p = exp(s - lse); ds = g * p (0 where masked); then dq, dcand and
   dtemperature (s = q.c / tau, so ds/dtau = -s / tau) block by block."""
-  q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec, lse_b = res
+  q_bxD, cand_CxD, temperature, targets, hash_C, live_C, labels_b, block_spec, lse_b = res
   block = block_spec.shape[0]
-  cands, hashes, valid = _blocks(cand_CxD, hash_C, block)
+  cands, hashes, valid = _blocks(cand_CxD, hash_C, block, live_C)
 
   def body(carry, xs):
     dq_bxD, dtau = carry
@@ -185,7 +190,7 @@ def _tiled_lse_bwd(res, g_b):
   (dq_bxD, dtau), dc = jax.lax.scan(body, init, xs)
   dcand = dc.reshape(-1, cand_CxD.shape[1])[:cand_CxD.shape[0]]
   dtau = jnp.asarray(dtau, jnp.result_type(temperature)).reshape(jnp.shape(temperature))
-  return dq_bxD, dcand, dtau, None, None, None, None
+  return dq_bxD, dcand, dtau, None, None, None, None, None
 
 
 _tiled_lse.defvjp(_tiled_lse_fwd, _tiled_lse_bwd)
@@ -193,11 +198,13 @@ _tiled_lse.defvjp(_tiled_lse_fwd, _tiled_lse_bwd)
 
 def tiled_infonce(q_bxD: jax.Array, cand_CxD: jax.Array, labels_b: jax.Array,
                   temperature: jax.Array | float = 0.05, block_size: int = 1024,
-                  targets: jax.Array | None = None, hash_C: jax.Array | None = None) -> jax.Array:
+                  targets: jax.Array | None = None, hash_C: jax.Array | None = None,
+                  live_C: jax.Array | None = None) -> jax.Array:
   """`infonce` without the [b, C] logits: the log-sum-exp walks blocks of block_size candidates with a
   running max and sum, and the backward pass recomputes each block (custom VJP), so memory is O(b x block).
   Masks come from hashes per block (targets: [b] or [b, P] positives of each query; hash_C: candidates')
-  exactly as `false_negative_mask` builds them; None = nothing masked."""
+  exactly as `false_negative_mask` builds them; None = nothing masked. live_C: False for candidates that
+  are not there (empty queue slots), masked like the false negatives."""
   if (targets is None) != (hash_C is None):
     raise ValueError("tiled_infonce: pass both targets and hash_C, or neither.")
   # Varying over the mesh axes like the queries (inside shard_map): its gradient, a sum over this device's
@@ -205,18 +212,19 @@ def tiled_infonce(q_bxD: jax.Array, cand_CxD: jax.Array, labels_b: jax.Array,
   temperature = jnp.asarray(temperature, jnp.float32) + _zeros_as(q_bxD, (), jnp.float32)
   block = max(1, min(int(block_size), cand_CxD.shape[0]))
   block_spec = jnp.zeros((block,), jnp.int8)  # A static size carried as a shape (custom_vjp args are arrays).
-  lse_b = _tiled_lse(q_bxD, cand_CxD, temperature, targets, hash_C, labels_b, block_spec)
+  lse_b = _tiled_lse(q_bxD, cand_CxD, temperature, targets, hash_C, live_C, labels_b, block_spec)
   label_logit_b = jnp.sum(q_bxD * cand_CxD[labels_b], axis=-1) / temperature
   return jnp.mean(lse_b - label_logit_b)
 
 
 def masked_count(targets: jax.Array | None, hash_C: jax.Array | None, labels_b: jax.Array,
-                 num_candidates: int, block_size: int) -> jax.Array:
-  """Mean over queries of the masked candidates (`false_negative_mask(...).sum(-1)`), block by block."""
+                 num_candidates: int, block_size: int, live_C: jax.Array | None = None) -> jax.Array:
+  """Mean over queries of the masked live candidates (`(false_negative_mask(...) & live_C).sum(-1)`),
+  block by block."""
   if hash_C is None:
     return jnp.float32(0.0)
   block = max(1, min(int(block_size), num_candidates))
-  _, hashes, valid = _blocks(jnp.zeros((num_candidates, 1), jnp.float32), hash_C, block)
+  _, hashes, valid = _blocks(jnp.zeros((num_candidates, 1), jnp.float32), hash_C, block, live_C)
 
   def body(total, xs):
     h_blk, v_blk, i = xs
@@ -234,20 +242,22 @@ def sigmoid_loss(q_bxD: jax.Array, pos_bxD: jax.Array, neg_bxKxD: jax.Array | No
                  log_scale: jax.Array, bias: jax.Array, axis_name: str | None = None,
                  negatives: str = "global", pos_hash_b: jax.Array | None = None,
                  neg_hash_bxK: jax.Array | None = None, judged_hash_bxP: jax.Array | None = None,
-                 block_size: int = 1024) -> jax.Array:
+                 block_size: int = 1024, queue: dict | None = None) -> jax.Array:
   """SigLIP's pairwise loss (Zhai et al., 2023): -sum over candidates of log sigmoid(z * (t q.c + b)),
   z = +1 for the query's positive and -1 for every other candidate, divided by this device's queries.
 
   The candidates are InfoNCE's (`gather_candidates`: the global positives, then hard negatives); judged
   positives other than the label (by hash) are left out, neither positive nor negative. The candidates are
   walked in blocks of block_size under `jax.checkpoint`, so memory is O(b x block); t = exp(log_scale)
-  and b are learnt. `pmean` over axis_name gives the global loss.
+  and b are learnt. `pmean` over axis_name gives the global loss. queue: earlier steps' candidates, as in
+  `contrastive_loss`.
   """
   cand_CxD, labels_b, hash_C = gather_candidates(pos_bxD, neg_bxKxD, pos_hash_b, neg_hash_bxK,
                                                  axis_name=axis_name, negatives=negatives)
+  cand_CxD, hash_C, live_C = append_queue(cand_CxD, hash_C, queue, axis_name=axis_name, negatives=negatives)
   targets = None if hash_C is None else (pos_hash_b if judged_hash_bxP is None else judged_hash_bxP)
   block = max(1, min(int(block_size), cand_CxD.shape[0]))
-  cands, hashes, valid = _blocks(cand_CxD, hash_C, block)
+  cands, hashes, valid = _blocks(cand_CxD, hash_C, block, live_C)
   scale = jnp.exp(log_scale)
 
   @jax.checkpoint
@@ -297,6 +307,26 @@ def gather_candidates(pos_bxD: jax.Array, neg_bxKxD: jax.Array | None = None,
   return cand_CxD, labels_b, hash_C
 
 
+def append_queue(cand_CxD: jax.Array, hash_C: jax.Array | None, queue: dict | None, *,
+                 axis_name: str | None = None, negatives: str = "global"):
+  """Candidates followed by the negative queue's (MoCo / cross-batch memory): (cand, hash, live_C).
+
+  queue: this device's shard {'emb': [q, D], 'hash': int32[q], 'valid': bool[q]} of candidate embeddings
+  from earlier steps (constants: no gradient flows into them); gathered over axis_name like the batch's
+  candidates with negatives="global". They come after every label, so labels do not move; their hashes
+  join the false-negative masks (an earlier copy of the query's positive is not its negative); live_C is
+  False on empty slots (None without a queue).
+  """
+  if queue is None:
+    return cand_CxD, hash_C, None
+  gather, _ = _gather_fn(axis_name, negatives)
+  emb = jax.lax.stop_gradient(gather(queue["emb"])).astype(cand_CxD.dtype)
+  live_C = jnp.concatenate([jnp.ones((cand_CxD.shape[0],), bool), gather(queue["valid"])])
+  if hash_C is not None:
+    hash_C = jnp.concatenate([hash_C, gather(queue["hash"])])
+  return jnp.concatenate([cand_CxD, emb]), hash_C, live_C
+
+
 IMPLEMENTATIONS = config_lib.INFONCE_IMPLEMENTATIONS
 
 
@@ -306,7 +336,7 @@ def contrastive_loss(q_bxD: jax.Array, pos_bxD: jax.Array, neg_bxKxD: jax.Array 
                      q_hash_b: jax.Array | None = None, pos_hash_b: jax.Array | None = None,
                      neg_hash_bxK: jax.Array | None = None,
                      judged_hash_bxP: jax.Array | None = None, implementation: str = "dense",
-                     block_size: int = 1024) -> tuple[jax.Array, jax.Array]:
+                     block_size: int = 1024, queue: dict | None = None) -> tuple[jax.Array, jax.Array]:
   """InfoNCE of this device's queries against local or gathered candidates -> (loss, negatives per query).
 
   The loss is this device's mean; `pmean` it over axis_name for the global-batch loss. Hashes (optional)
@@ -314,6 +344,8 @@ def contrastive_loss(q_bxD: jax.Array, pos_bxD: jax.Array, neg_bxKxD: jax.Array 
   judged_hash_bxP is given (symmetric term: queries equal to the positive's query). Negatives per query:
   candidates - 1 - masked, e.g. global_B * (1 + k) - 1 with nothing masked. implementation "dense" builds
   the [b, C] logits; "tiled" walks blocks of block_size candidates (`tiled_infonce`), same values.
+  queue (`append_queue`): earlier steps' candidates join the query -> document term; its empty slots are
+  masked and not counted.
   """
   if (neg_bxKxD is None) != (neg_hash_bxK is None) and pos_hash_b is not None:
     raise ValueError("pass neg_hash_bxK with neg_bxKxD (or no hashes at all).")
@@ -321,16 +353,22 @@ def contrastive_loss(q_bxD: jax.Array, pos_bxD: jax.Array, neg_bxKxD: jax.Array 
     raise ValueError(f"implementation={implementation!r}: use one of {IMPLEMENTATIONS}.")
   cand_CxD, labels_b, hash_C = gather_candidates(pos_bxD, neg_bxKxD, pos_hash_b, neg_hash_bxK,
                                                  axis_name=axis_name, negatives=negatives)
+  cand_CxD, hash_C, live_C = append_queue(cand_CxD, hash_C, queue, axis_name=axis_name, negatives=negatives)
   targets = pos_hash_b if judged_hash_bxP is None else judged_hash_bxP
   if implementation == "tiled":
     tiled_targets = None if hash_C is None else targets
-    loss = tiled_infonce(q_bxD, cand_CxD, labels_b, temperature, block_size, tiled_targets, hash_C)
-    masked = masked_count(tiled_targets, hash_C, labels_b, cand_CxD.shape[0], block_size)
+    loss = tiled_infonce(q_bxD, cand_CxD, labels_b, temperature, block_size, tiled_targets, hash_C, live_C)
+    masked = masked_count(tiled_targets, hash_C, labels_b, cand_CxD.shape[0], block_size, live_C)
   else:
     mask_bxC = None if hash_C is None else false_negative_mask(targets, hash_C, labels_b)
-    loss = infonce(q_bxD, cand_CxD, labels_b, temperature, mask_bxC)
+    if mask_bxC is not None and live_C is not None:
+      mask_bxC = mask_bxC & live_C[None, :]  # Count only the live candidates' false negatives.
     masked = 0.0 if mask_bxC is None else jnp.mean(mask_bxC.sum(-1).astype(jnp.float32))
-  negatives_per_query = jnp.float32(cand_CxD.shape[0] - 1) - masked
+    if live_C is not None:
+      mask_bxC = ~live_C[None, :] if mask_bxC is None else mask_bxC | ~live_C[None, :]
+    loss = infonce(q_bxD, cand_CxD, labels_b, temperature, mask_bxC)
+  live = cand_CxD.shape[0] if live_C is None else live_C.sum()
+  negatives_per_query = jnp.float32(live - 1) - masked
   if symmetric:
     q_all_QxD, labels_b, q_hash_Q = gather_candidates(q_bxD, None, q_hash_b, None,
                                                       axis_name=axis_name, negatives=negatives)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from neuralir_jax import config_lib, losses
+from neuralir_jax import config_lib, losses, negative_queue
 
 OBJECTIVES = config_lib.OBJECTIVES
 # Known text columns, in the order they are stacked for the encoder.
@@ -169,9 +169,12 @@ def objective_losses(config: ml_collections.ConfigDict, rest: dict, embs: dict[s
   if not dims:
     return _objective_losses(config, rest, embs, aux, axis_name)
   total, metrics = 0.0, {}
+  queue_key = negative_queue.AUX_PREFIX + "emb"
   for d, weight in sorted(zip(dims, config.matryoshka.weights), reverse=True):
+    aux_d = aux if queue_key not in aux else dict(aux, **{queue_key: truncate(aux[queue_key], d,
+                                                                              config.model.normalize)})
     loss, metrics_d = _objective_losses(
-        config, rest, {c: truncate(e, d, config.model.normalize) for c, e in embs.items()}, aux, axis_name)
+        config, rest, {c: truncate(e, d, config.model.normalize) for c, e in embs.items()}, aux_d, axis_name)
     total = total + weight * loss
     metrics = metrics or dict(metrics_d)
     metrics.update({f"{k}@{d}": v for k, v in metrics_d.items() if k.startswith("loss/")})
@@ -224,14 +227,27 @@ def _first_per_query(emb_RxD: jax.Array, num_queries: int) -> jax.Array:
   return emb_RxD.reshape(num_queries, -1, emb_RxD.shape[-1])[:, 0]
 
 
+def _has_hashes(config, aux) -> bool:
+  return (bool(config.infonce.mask_false_negatives) and "anchor_hash" in aux and "positive_hash" in aux
+          and (not config.infonce.hard_negatives or "negative_hash" in aux))
+
+
+def queue_entries(config, columns: dict[str, jax.Array], aux: dict[str, jax.Array]):
+  """What a step pushes onto the negative queue: its candidate columns in the loss's layout (positives,
+  then the hard negatives) and their hashes (None when the masks use none); see `negative_queue.push`."""
+  names = ["positive"] + (["negative"] if config.infonce.hard_negatives else [])
+  embs = [columns[c].reshape(-1, columns[c].shape[-1]) for c in names]
+  hashes = [aux[f"{c}_hash"].reshape(-1) for c in names] if _has_hashes(config, aux) else None
+  return embs, hashes
+
+
 def _candidates(config, embs, aux):
   """(queries, hard negatives [b, k, D] or None, hashes for the masks) of the contrastive objectives."""
   q = embs["anchor"]
   b, dim = q.shape
   neg = embs["negative"].reshape(b, -1, dim) if config.infonce.hard_negatives else None
-  has_hash = "anchor_hash" in aux and "positive_hash" in aux and (neg is None or "negative_hash" in aux)
   hashes = {}
-  if has_hash and config.infonce.mask_false_negatives:
+  if _has_hashes(config, aux):
     hashes = dict(q_hash_b=aux["anchor_hash"], pos_hash_b=aux["positive_hash"],
                   neg_hash_bxK=None if neg is None else aux["negative_hash"].reshape(b, -1),
                   judged_hash_bxP=aux.get("judged_hash"))
@@ -243,7 +259,8 @@ def _sigmoid(config, rest, embs, aux, axis_name):
   hashes.pop("q_hash_b", None)
   return losses.sigmoid_loss(q, embs["positive"], neg, log_scale=rest["sigmoid"]["log_scale"],
                              bias=rest["sigmoid"]["bias"], axis_name=axis_name, negatives=config.negatives,
-                             block_size=int(config.infonce.block_size), **hashes)
+                             block_size=int(config.infonce.block_size),
+                             queue=negative_queue.from_aux(aux), **hashes)
 
 
 def _infonce(config, rest, embs, aux, axis_name):
@@ -251,4 +268,5 @@ def _infonce(config, rest, embs, aux, axis_name):
   return losses.contrastive_loss(
       q, embs["positive"], neg, temperature=temperature_of(config, rest), axis_name=axis_name,
       negatives=config.negatives, symmetric=bool(config.infonce.symmetric),
-      implementation=config.infonce.implementation, block_size=int(config.infonce.block_size), **hashes)
+      implementation=config.infonce.implementation, block_size=int(config.infonce.block_size),
+      queue=negative_queue.from_aux(aux), **hashes)

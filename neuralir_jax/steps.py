@@ -14,6 +14,10 @@ the chunked one of `gradcache.py`; its gradients equal the plain ones.
 
 Dropout rng at step s: fold_in(state.rng, s) (pmap folds the device index in, GradCache the chunk index), so
 a resumed run replays the same masks.
+
+A family with `queue_size > 0` keeps a negative queue in the state (`negative_queue.py`): split over "data"
+like the batch (pmap: each device's shard), read by the loss through the batch aux and pushed after each
+step with the family's `queue_entries`; with queue_size 0 the state's queue is None and nothing changes.
 """
 
 from __future__ import annotations
@@ -26,16 +30,18 @@ import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from neuralir_jax import gradcache, objectives, sharding
+from neuralir_jax import gradcache, negative_queue, objectives, sharding
 
 class TrainState(flax.struct.PyTreeNode):
   step: jax.Array  # int32 scalar: optimizer steps taken.
   params: Any
   opt_state: Any
   rng: jax.Array  # Seed-derived key; step s uses fold_in(rng, s).
+  queue: Any = None  # Negative queue {'emb', 'hash', 'valid'} split over "data", or None (queue_size 0).
 
 
 def _state_shardings(abstract_state: TrainState, mesh: Mesh, fsdp: bool) -> TrainState:
@@ -43,7 +49,8 @@ def _state_shardings(abstract_state: TrainState, mesh: Mesh, fsdp: bool) -> Trai
   return TrainState(step=replicated,
                     params=sharding.param_shardings(abstract_state.params, mesh, fsdp),
                     opt_state=sharding.param_shardings(abstract_state.opt_state, mesh, fsdp),
-                    rng=replicated)
+                    rng=replicated,
+                    queue=jax.tree.map(lambda _: sharding.batch_sharding(mesh), abstract_state.queue))
 
 
 def create_train_state(family, rng: jax.Array, mesh: Mesh, tx: optax.GradientTransformation,
@@ -53,8 +60,9 @@ def create_train_state(family, rng: jax.Array, mesh: Mesh, tx: optax.GradientTra
 
   def init(param_rng, train_rng, encoder_params):
     params = family.init_params(param_rng, encoder_params)
+    size = getattr(family, "queue_size", 0)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=train_rng)
+                      rng=train_rng, queue=negative_queue.init(size, family.queue_dim) if size else None)
 
   abstract = jax.eval_shape(init, param_rng, train_rng, encoder_params)
   shardings = _state_shardings(abstract, mesh, bool(family.config.parallel.fsdp))
@@ -73,8 +81,10 @@ def _dropout_rng(family, step_rng, axis_name):
   return step_rng
 
 
-def _loss_and_grads(family, params, batch, step_rng, loss_fn, axis_name, num_shards, chunk_sharding):
-  """((loss, metrics), grads) on the rows this function sees (global under pjit, local under pmap).
+def _loss_and_grads(family, params, batch, step_rng, loss_fn, axis_name, num_shards, chunk_sharding,
+                    queue=None):
+  """((loss, metrics), grads, queue after the step) on the rows this function sees (global under pjit,
+  local under pmap); the queue is None without one.
 
   loss_fn(rest, columns, aux) is the family's loss, already wrapped for the strategy.
   """
@@ -82,13 +92,25 @@ def _loss_and_grads(family, params, batch, step_rng, loss_fn, axis_name, num_sha
   embed_fns = {g: family.embed_fn(g) for g in texts}
   examples = objectives.num_examples(batch)
   aux = {k: v for k, v in batch.items() if not k.endswith(objectives.TEXT_KEY_SUFFIXES)}
+  if queue is not None:
+    aux.update(negative_queue.as_aux(queue))
   rng = _dropout_rng(family, step_rng, axis_name)
   # One group keeps the step's rng (the masks of runs before groups existed); further groups fold in.
   rngs = {g: rng if rng is None or i == 0 else jax.random.fold_in(rng, i) for i, g in enumerate(texts)}
   rest = {k: v for k, v in params.items() if k != "encoder"}
 
   def loss_of(rest, embs):
-    return loss_fn(rest, unstack(embs), aux)
+    columns = unstack(embs)
+    loss, metrics = loss_fn(rest, columns, aux)
+    return (loss, metrics) if queue is None else (loss, (metrics, columns))
+
+  def with_queue(out):  # ((loss, metrics[, columns]), grads) -> ((loss, metrics), grads, queue).
+    (loss, metrics), grads = out
+    if queue is None:
+      return (loss, metrics), grads, None
+    metrics, columns = metrics
+    embs, hashes = family.queue_entries(columns, aux)
+    return (loss, metrics), grads, negative_queue.push(queue, embs, hashes, num_shards)
 
   chunk_size = family.config.grad_cache.chunk_size
   if chunk_size:  # Chunks of chunk_size examples (all their texts) per device; packed: rows / chunks.
@@ -97,17 +119,18 @@ def _loss_and_grads(family, params, batch, step_rng, loss_fn, axis_name, num_sha
             else chunk_size * (ids.shape[0] // examples) for g, (ids, _) in texts.items()}
     (loss, metrics), (enc_grads, rest_grads) = gradcache.grad_cache_value_and_grad(
         embed_fns, loss_of, params["encoder"], rest, texts, rngs, rows, num_shards, chunk_sharding)
-    return (loss, metrics), {"encoder": enc_grads, **rest_grads}
+    return with_queue(((loss, metrics), {"encoder": enc_grads, **rest_grads}))
 
   def plain_loss(params):
     embs = {g: embed_fns[g](params["encoder"], ids, mask, rngs[g]) for g, (ids, mask) in texts.items()}
     return loss_of({k: v for k, v in params.items() if k != "encoder"}, embs)
 
-  return jax.value_and_grad(plain_loss, has_aux=True)(params)
+  return with_queue(jax.value_and_grad(plain_loss, has_aux=True)(params))
 
 
 def grad_fn_pjit(family, mesh: Mesh) -> Callable:
-  """(params, global batch, step_rng) -> ((loss, metrics), grads); to be jitted with the batch on "data".
+  """(params, global batch, step_rng, queue=None) -> ((loss, metrics), grads, queue); to be jitted with the
+  batch (and the queue) on "data".
 
   The family's loss runs per device in shard_map and is pmean'ed: the global-batch loss from global arrays.
   """
@@ -122,13 +145,15 @@ def grad_fn_pjit(family, mesh: Mesh) -> Callable:
 
 
 def grad_fn_pmap(family) -> Callable:
-  """(params, local batch, step_rng) -> ((loss, metrics), grads), pmean'ed over "data"; call under pmap."""
+  """(params, local batch, step_rng, queue=None) -> ((loss, metrics), grads, queue), loss, metrics and
+  grads pmean'ed over "data" (the queue is this device's own); call under pmap."""
   def loss_fn(rest, columns, aux):
     return family.loss(rest, columns, aux, sharding.DATA_AXIS)
 
-  def fn(params, batch, step_rng):
-    out = _loss_and_grads(family, params, batch, step_rng, loss_fn, sharding.DATA_AXIS, 1, None)
-    return jax.lax.pmean(out, sharding.DATA_AXIS)
+  def fn(params, batch, step_rng, queue=None):
+    out, grads, queue = _loss_and_grads(family, params, batch, step_rng, loss_fn, sharding.DATA_AXIS, 1, None,
+                                        queue=queue)
+    return (*jax.lax.pmean((out, grads), sharding.DATA_AXIS), queue)
 
   return fn
 
@@ -147,8 +172,10 @@ def _apply(tx, schedule, state: TrainState, loss, metrics, grads) -> tuple[Train
 
 def _step_fn(grad_fn, tx, schedule, max_traces):
   def step(state, batch):
-    (loss, metrics), grads = grad_fn(state.params, batch, jax.random.fold_in(state.rng, state.step))
-    return _apply(tx, schedule, state, loss, metrics, grads)
+    (loss, metrics), grads, queue = grad_fn(state.params, batch, jax.random.fold_in(state.rng, state.step),
+                                            queue=state.queue)
+    state, metrics = _apply(tx, schedule, state, loss, metrics, grads)
+    return state.replace(queue=queue), metrics
 
   return chex.assert_max_traces(step, n=max_traces) if max_traces else step
 
@@ -205,17 +232,44 @@ def _make_pmap_step(family, mesh: Mesh, tx, schedule, max_traces) -> TrainStep:
     state, metrics = pmapped(state, sharding.split_for_pmap(batch, len(local)))
     return state, sharding.unreplicate(metrics)
 
-  return TrainStep(run, lambda state: to_pmap_state(state, mesh), from_pmap_state, pmapped)
+  return TrainStep(run, lambda state: to_pmap_state(state, mesh), lambda state: from_pmap_state(state, mesh),
+                   pmapped)
+
+
+def _local_devices(mesh: Mesh) -> list[jax.Device]:
+  return [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
 
 
 def to_pmap_state(state: TrainState, mesh: Mesh) -> TrainState:
-  """A create_train_state state -> one copy per local device, as the pmap step takes it."""
-  devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
-  return sharding.replicate_for_pmap(jax.device_get(state), devices)
+  """A create_train_state state -> one copy per local device, as the pmap step takes it; the queue's
+  shards go one per device instead."""
+  devices = _local_devices(mesh)
+  out = sharding.replicate_for_pmap(jax.device_get(state.replace(queue=None)), devices)
+  if state.queue is None:
+    return out
+  pmap_sharding = NamedSharding(Mesh(np.asarray(devices), (sharding.DATA_AXIS,)), P(sharding.DATA_AXIS))
+
+  def split(x):  # This process's shards, in device order, stacked on a leading device axis.
+    shards = {s.device: np.asarray(s.data) for s in x.addressable_shards}
+    return jax.device_put(np.stack([shards[d] for d in devices]), pmap_sharding)
+
+  return out.replace(queue=jax.tree.map(split, state.queue))
 
 
-def from_pmap_state(state: TrainState) -> TrainState:
-  return sharding.unreplicate(state)
+def from_pmap_state(state: TrainState, mesh: Mesh | None = None) -> TrainState:
+  """The pmap state -> create_train_state's layout (the queue's shards assembled over mesh's "data")."""
+  out = sharding.unreplicate(state.replace(queue=None))
+  if state.queue is None:
+    return out
+  devices = _local_devices(mesh)
+  target = sharding.batch_sharding(mesh)
+
+  def assemble(x):
+    shards = {s.device: s.data.reshape(x.shape[1:]) for s in x.addressable_shards}
+    shape = (x.shape[1] * len(list(mesh.devices.flat)),) + x.shape[2:]
+    return jax.make_array_from_single_device_arrays(shape, target, [shards[d] for d in devices])
+
+  return out.replace(queue=jax.tree.map(assemble, state.queue))
 
 
 def make_grad_fn(family, mesh: Mesh) -> Callable:
@@ -227,14 +281,14 @@ def make_grad_fn(family, mesh: Mesh) -> Callable:
 
     def run_pmap(params, batch, step_rng):
       rep = sharding.replicate_for_pmap((params, step_rng), devices)
-      (loss, metrics), grads = fn(rep[0], sharding.split_for_pmap(batch, len(devices)), rep[1])
+      (loss, metrics), grads, _ = fn(rep[0], sharding.split_for_pmap(batch, len(devices)), rep[1])
       return jax.device_get(sharding.unreplicate((loss, metrics, grads)))
 
     return run_pmap
   fn = jax.jit(grad_fn_pjit(family, mesh))
 
   def run(params, batch, step_rng):
-    (loss, metrics), grads = fn(params, sharding.make_global_batch(batch, mesh), step_rng)
+    (loss, metrics), grads, _ = fn(params, sharding.make_global_batch(batch, mesh), step_rng)
     return jax.device_get((loss, metrics, grads))
 
   return run

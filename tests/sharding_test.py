@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from neuralir_jax import bi_encoder, config_lib, losses, optimizer, sharding, steps  # noqa: E402
 from neuralir_jax.model import EncoderConfig, BertConfig, init_params  # noqa: E402
-from train_helpers import max_abs_diff, random_batch, tiny_config  # noqa: E402
+from train_helpers import max_abs_diff, random_batch, run_steps, tiny_config  # noqa: E402
 
 B, K, D, NDEV = 16, 2, 4, 8
 b = B // NDEV
@@ -153,32 +153,9 @@ def test_make_global_batch_and_pmap_split(mesh8):
 # --- Train steps: 8 devices == 1 device ------------------------------------------------------------------
 
 
-def _run(config, devices: int, num_steps: int = 3):
-  """(loss, metrics, grads) at init and params after num_steps, for one strategy and device count."""
-  chex.clear_trace_counter()
-  mesh = sharding.make_mesh(devices)
-  model = bi_encoder.BiEncoder(config)
-  tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)
-  state, shardings = steps.create_train_state(model, jax.random.PRNGKey(config.seed), mesh, tx)
-  result = {}
-  if config.parallel.fsdp is False:
-    result["grads"] = steps.make_grad_fn(model, mesh)(state.params, random_batch(), jax.random.PRNGKey(1))
-  step = steps.make_train_step(model, mesh, tx, shardings, schedule, max_traces=1)
-  if config.parallel.strategy == "pmap":
-    state = steps.to_pmap_state(state, mesh)
-  result["metrics"] = []
-  for i in range(num_steps):  # Also checks, via max_traces=1, that steps 2 and 3 do not recompile.
-    state, metrics = step(state, random_batch(seed=i))
-    result["metrics"].append(jax.device_get(metrics))
-  if config.parallel.strategy == "pmap":
-    state = steps.from_pmap_state(state)
-  result["params"] = jax.device_get(state.params)
-  return result
-
-
 @pytest.fixture(scope="module")
 def single_device():
-  return _run(tiny_config(), 1)
+  return run_steps(tiny_config(), 1)
 
 
 @pytest.mark.parametrize("strategy,fsdp,implementation", [("pjit", False, "dense"), ("pmap", False, "dense"),
@@ -187,7 +164,7 @@ def single_device():
 def test_eight_devices_equal_one(single_device, strategy, fsdp, implementation):
   """Every objective (tiny_config turns them all on), the dense 1-device reference; "tiled" walks the
   InfoNCE candidates in blocks of 5 (48 global candidates: 10 blocks, the last one padded)."""
-  run = _run(tiny_config(**{"parallel.strategy": strategy, "parallel.fsdp": fsdp,
+  run = run_steps(tiny_config(**{"parallel.strategy": strategy, "parallel.fsdp": fsdp,
                             "infonce.implementation": implementation, "infonce.block_size": 5}), NDEV)
   if "grads" in run:
     loss, metrics, grads = run["grads"]

@@ -60,6 +60,35 @@ def random_batch(batch_size: int = 16, length: int = 8, k: int = 2, seed: int = 
   return batch
 
 
+def run_steps(config, devices: int, num_steps: int = 3) -> dict:
+  """For one strategy and device count: "grads" ((loss, metrics, grads) at init, without FSDP), the
+  "metrics" of num_steps train steps on random_batch(seed=step), and the "params" and "queue" after them."""
+  import chex
+  import jax
+
+  from neuralir_jax import bi_encoder, optimizer, sharding, steps
+  chex.clear_trace_counter()
+  mesh = sharding.make_mesh(devices)
+  model = bi_encoder.BiEncoder(config)
+  tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)
+  state, shardings = steps.create_train_state(model, jax.random.PRNGKey(config.seed), mesh, tx)
+  result = {}
+  if config.parallel.fsdp is False:
+    result["grads"] = steps.make_grad_fn(model, mesh)(state.params, random_batch(), jax.random.PRNGKey(1))
+  step = steps.make_train_step(model, mesh, tx, shardings, schedule, max_traces=1)
+  if config.parallel.strategy == "pmap":
+    state = steps.to_pmap_state(state, mesh)
+  result["metrics"] = []
+  for i in range(num_steps):  # Also checks, via max_traces=1, that steps 2 and 3 do not recompile.
+    state, metrics = step(state, random_batch(seed=i))
+    result["metrics"].append(jax.device_get(metrics))
+  if config.parallel.strategy == "pmap":
+    state = steps.from_pmap_state(state, mesh)
+  result["params"] = jax.device_get(state.params)
+  result["queue"] = jax.device_get(state.queue)
+  return result
+
+
 def max_abs_diff(a, b) -> float:
   import jax
   return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
