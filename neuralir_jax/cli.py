@@ -1,10 +1,11 @@
-"""The `neuralir` command: train, eval, encode, export, ablate, mine.
+"""The `neuralir` command: train, eval, encode, score, export, ablate, mine.
 
   neuralir train --config configs/tiny.py --workdir W [--config.KEY=VALUE ...]
   neuralir eval --model DIR_OR_WORKDIR --task sts:FILE|beir:DIR[:SPLIT]|nli:FILE [--index scann|exact]
                 [--truncate-dim D] --output F.json
   neuralir encode --model DIR --input FILE.txt --output FILE.npy [--prompt-name query|document] [--truncate-dim D]
-  neuralir export --model DIR | --workdir W [--step N] --output DIR [--overwrite]
+  neuralir score --model CE_DIR --input pairs.tsv --output scores.npy   # one query<TAB>document per line
+  neuralir export --model DIR | --workdir W [--step N] --output DIR [--overwrite]   # bi- or cross-encoder
   neuralir ablate --config configs/ablation_negatives.py --workdir W [--config.KEY=VALUE ...]
   neuralir mine --model DIR|bm25 --data beir:DIR:SPLIT|triples:FILE --output F.jsonl --num-negatives K [--range-max B]
 
@@ -84,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
   c.add_argument("--truncate-dim", type=int, default=None, metavar="D",
                  help="keep the first D dimensions (Matryoshka; not re-normalised, as sentence-transformers)")
 
+  s = sub.add_parser("score", help="score query<TAB>document pairs with a cross-encoder into a .npy file",
+                     description="One score per input line, as sentence-transformers' CrossEncoder.predict "
+                                 "gives for the directory (its activation applied).")
+  s.add_argument("--model", required=True, help="a BertForSequenceClassification directory (HF or "
+                                                "sentence-transformers CrossEncoder layout)")
+  s.add_argument("--input", required=True, help="UTF-8 file, one query<TAB>document per line")
+  s.add_argument("--output", required=True, help="written as given (np.save format)")
+  s.add_argument("--batch-size", type=int, default=32)
   x = sub.add_parser("export", help="write a PyTorch (transformers + sentence-transformers) directory")
   src = x.add_mutually_exclusive_group(required=True)
   src.add_argument("--model", help=_MODEL_HELP)
@@ -218,12 +227,52 @@ def _encode(args) -> None:
   print(f"wrote {args.output}: {emb.shape[0]} x {emb.shape[1]} float32 (.npy format)")
 
 
+def read_pairs(path: str) -> list[tuple[str, str]]:
+  """One `query<TAB>document` per line (lines as `read_texts`); any other line is a `FILE:LINE:` error."""
+  pairs = []
+  for line, text in enumerate(read_texts(path), start=1):
+    fields = text.split("\t")
+    if len(fields) != 2:
+      raise ValueError(f"{path}:{line}: {len(fields)} tab-separated field(s); each line must be "
+                       "query<TAB>document (no other tabs).")
+    pairs.append((fields[0], fields[1]))
+  return pairs
+
+
+def _load_cross_encoder(path: str):
+  from neuralir_jax import config_lib, cross_encoder
+  resolved = config_lib.resolve_model_path(path)
+  if not os.path.isdir(resolved):
+    raise FileNotFoundError(f"--model {path}: no such directory; pass a cross-encoder directory.")
+  if not cross_encoder.is_cross_encoder_directory(resolved):
+    raise ValueError(f"--model {path}: {os.path.join(resolved, 'config.json')} names no "
+                     "*ForSequenceClassification architecture; pass a cross-encoder directory.")
+  return cross_encoder.load_cross_encoder(resolved)
+
+
+def _score(args) -> None:
+  import numpy as np
+  pairs = read_pairs(args.input)
+  check_output_file(args.output)
+  model = _load_cross_encoder(args.model)
+  scores = model.predict(pairs, batch_size=args.batch_size)
+  with open(args.output, "wb") as f:
+    np.save(f, np.asarray(scores, np.float32))
+  print(f"wrote {args.output}: {len(pairs)} scores (.npy format)")
+
+
 def _export(args) -> None:
-  from neuralir_jax import config_lib, distributed, hf_io
+  from neuralir_jax import config_lib, cross_encoder, distributed, hf_io
   hf_io.check_export_directory(args.output, args.overwrite)  # Before the (slow) load.
   if args.workdir and not os.path.isdir(os.path.join(args.workdir, "checkpoints")):
     raise FileNotFoundError(f"{args.workdir}: no checkpoints/ folder; is this a training workdir?")
   source = args.workdir or config_lib.resolve_model_path(args.model)
+  if args.model and cross_encoder.is_cross_encoder_directory(source):
+    model = _load_cross_encoder(source)
+    if distributed.is_main_process():
+      model.save_pretrained(args.output, overwrite=args.overwrite, source=os.path.abspath(source))
+    print(f"exported to {args.output}")
+    return
   enc = _load(source, args.step)
   if distributed.is_main_process():
     hf_io.save_hf_directory(args.output, enc.config, enc.params, enc.tokenizer, overwrite=args.overwrite,
@@ -254,6 +303,8 @@ def run(argv: list[str]) -> int:
     _encode(args)
   elif args.command == "export":
     _export(args)
+  elif args.command == "score":
+    _score(args)
   elif args.command == "mine":
     from neuralir_jax import mine
     check_output_file(args.output)
