@@ -1,9 +1,10 @@
-"""The `neuralir` command: train, eval, encode, score, export, ablate, mine.
+"""The `neuralir` command: train, eval, encode, score, rerank, export, ablate, mine.
 
   neuralir train --config configs/tiny.py --workdir W [--config.KEY=VALUE ...]
   neuralir eval --model DIR_OR_WORKDIR --task sts:FILE|beir:DIR[:SPLIT]|nli:FILE [--index scann|exact]
                 [--truncate-dim D] --output F.json
   neuralir encode --model DIR --input FILE.txt --output FILE.npy [--prompt-name query|document] [--truncate-dim D]
+  neuralir rerank --first-stage MODEL|bm25 --reranker CE_DIR --task beir:DIR[:SPLIT] --top-k K --output F.json
   neuralir score --model CE_DIR --input pairs.tsv --output scores.npy   # one query<TAB>document per line
   neuralir export --model DIR | --workdir W [--step N] --output DIR [--overwrite]   # bi- or cross-encoder
   neuralir ablate --config configs/ablation_negatives.py --workdir W [--config.KEY=VALUE ...]
@@ -93,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
   s.add_argument("--input", required=True, help="UTF-8 file, one query<TAB>document per line")
   s.add_argument("--output", required=True, help="written as given (np.save format)")
   s.add_argument("--batch-size", type=int, default=32)
+  r = sub.add_parser("rerank", help="first stage (bi-encoder or BM25) -> cross-encoder re-ranking of its top k",
+                     description="Scores both stages with the metrics of `neuralir eval`.")
+  r.add_argument("--first-stage", required=True, help=_MODEL_HELP + ", or 'bm25' (bm25s)")
+  r.add_argument("--reranker", required=True, help="a cross-encoder directory (see `neuralir score`)")
+  r.add_argument("--task", required=True, help="beir:DIR[:SPLIT] (default split: test)")
+  r.add_argument("--top-k", type=int, default=100, help="documents per query the reranker scores")
+  r.add_argument("--index", default="exact", choices=("exact", "scann"), help="first-stage search")
+  r.add_argument("--batch-size", type=int, default=32, help="pairs per reranker call")
+  r.add_argument("--step", type=int, default=None, help="checkpoint step when --first-stage is a workdir")
+  r.add_argument("--output", default=None, help="JSON file for both stages' metrics")
   x = sub.add_parser("export", help="write a PyTorch (transformers + sentence-transformers) directory")
   src = x.add_mutually_exclusive_group(required=True)
   src.add_argument("--model", help=_MODEL_HELP)
@@ -261,6 +272,16 @@ def _score(args) -> None:
   print(f"wrote {args.output}: {len(pairs)} scores (.npy format)")
 
 
+def _rerank(args) -> dict:
+  from neuralir_jax import rerank
+  reranker = _load_cross_encoder(args.reranker)
+  if args.first_stage == "bm25" and args.step is not None:
+    raise ValueError("--step applies to a training workdir, not to --first-stage bm25: drop --step.")
+  first = "bm25" if args.first_stage == "bm25" else _load(args.first_stage, args.step)
+  return rerank.rerank_task(first, reranker, args.task, top_k=args.top_k, index=args.index,
+                            batch_size=args.batch_size)
+
+
 def _export(args) -> None:
   from neuralir_jax import config_lib, cross_encoder, distributed, hf_io
   hf_io.check_export_directory(args.output, args.overwrite)  # Before the (slow) load.
@@ -305,6 +326,14 @@ def run(argv: list[str]) -> int:
     _export(args)
   elif args.command == "score":
     _score(args)
+  elif args.command == "rerank":
+    if args.output:
+      check_output_file(args.output)
+    text = json.dumps(json_safe(_rerank(args)), indent=2, sort_keys=True, allow_nan=False)
+    print(text)
+    if args.output and distributed.is_main_process():
+      with open(args.output, "w") as f:
+        f.write(text + "\n")
   elif args.command == "mine":
     from neuralir_jax import mine
     check_output_file(args.output)

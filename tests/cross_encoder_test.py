@@ -103,3 +103,71 @@ def test_score_command_bad_input_is_one_line_naming_the_line(ce_dir, tmp_path, m
   tsv.write_text("q1\td1\n", encoding="utf-8")
   with pytest.raises(ValueError, match="names no \\*ForSequenceClassification architecture"):
     cli.run(["score", "--model", minilm_path, "--input", str(tsv), "--output", str(tmp_path / "s.npy")])
+
+
+# --- neuralir rerank ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_beir(tmp_path_factory):
+  """SciFact test's first 8 judged queries over a 60-document corpus that holds their positives."""
+  root = os.path.join(REPO, "data", "retrieval", "scifact")
+  qrels = {}
+  with open(os.path.join(root, "qrels", "test.tsv")) as f:
+    next(f)
+    for line in f:
+      q, d, r = line.rstrip("\n").split("\t")
+      qrels.setdefault(q, {})[d] = int(r)
+  qids = list(qrels)[:8]
+  keep = {d for q in qids for d in qrels[q]}
+  out = tmp_path_factory.mktemp("beir")
+  os.makedirs(out / "qrels")
+  with gzip.open(os.path.join(root, "corpus.jsonl.gz"), "rt") as f, open(out / "corpus.jsonl", "w") as g:
+    for i, line in enumerate(f):
+      if json.loads(line)["_id"] in keep or i < 60 - len(keep):
+        g.write(line)
+  with open(os.path.join(root, "queries.jsonl")) as f, open(out / "queries.jsonl", "w") as g:
+    g.writelines(line for line in f if json.loads(line)["_id"] in qids)
+  with open(out / "qrels" / "test.tsv", "w") as g:
+    g.write("query-id\tcorpus-id\tscore\n")
+    g.writelines(f"{q}\t{d}\t{r}\n" for q in qids for d, r in qrels[q].items())
+  return str(out)
+
+
+def test_rerank_scores_both_stages_as_eval_and_sentence_transformers(ce_dir, small_beir, minilm_path, tmp_path):
+  """MiniLM first stage, top 8 re-ranked: the first stage's metrics are `neuralir eval`'s; the re-ranked
+  ones equal ir_measures on a run scored by sentence-transformers' CrossEncoder."""
+  import ir_measures
+  from sentence_transformers import CrossEncoder
+  from neuralir_jax import data, evaluate, ir_metrics
+  from neuralir_jax import encoder as encoder_lib
+  task = f"beir:{small_beir}:test"  # `neuralir eval --task` syntax.
+  out = tmp_path / "rerank.json"
+  assert cli.run(["rerank", "--first-stage", minilm_path, "--reranker", ce_dir, "--task", task,
+                  "--top-k", "8", "--output", str(out)]) == 0
+  result = json.loads(out.read_text())
+  enc = encoder_lib.load_encoder(minilm_path)
+  corpus, queries, qrels = data.load_beir(small_beir, "test")
+  want = evaluate.evaluate_retrieval(enc.encode, corpus, queries, qrels, return_run=True)  # As neuralir eval.
+  for m in evaluate.RETRIEVAL_METRICS:
+    np.testing.assert_allclose(result["first_stage"][m], want[m], atol=1e-6, err_msg=m)
+  pairs = [(q, d) for q, docs in want["run"].items() for d in ir_metrics.rank_documents(docs)[:8]]
+  scores = CrossEncoder(ce_dir).predict([(queries[q], corpus[d]) for q, d in pairs])
+  run = [ir_measures.ScoredDoc(q, d, float(s)) for (q, d), s in zip(pairs, scores)]
+  qrels_list = [ir_measures.Qrel(q, d, r) for q, docs in qrels.items() for d, r in docs.items()]
+  ref = ir_measures.calc_aggregate([ir_measures.nDCG @ 10, ir_measures.RR @ 10], qrels_list, run)
+  np.testing.assert_allclose(result["reranked"]["ndcg@10"], ref[ir_measures.nDCG @ 10], atol=1e-4)
+  np.testing.assert_allclose(result["reranked"]["mrr@10"], ref[ir_measures.RR @ 10], atol=1e-4)
+  assert result["reranked"]["ndcg@10"] != pytest.approx(result["first_stage"]["ndcg@10"], abs=1e-3)
+  assert result["reranked"]["pairs"] == 8 * 8 and result["top_k"] == 8
+
+
+def test_rerank_bm25_first_stage(ce_dir, small_beir, tmp_path):
+  out = tmp_path / "bm25.json"
+  assert cli.run(["rerank", "--first-stage", "bm25", "--reranker", ce_dir, "--task", f"beir:{small_beir}",
+                  "--top-k", "10", "--output", str(out)]) == 0
+  result = json.loads(out.read_text())
+  assert set(result["first_stage"]) >= set(("ndcg@10", "recall@100", "num_queries"))
+  assert result["first_stage"]["num_queries"] == result["reranked"]["num_queries"] == 8
+  # Re-ranking the top 10 reorders them only: the documents found in the top 10 stay the same.
+  np.testing.assert_allclose(result["reranked"]["recall@10"], result["first_stage"]["recall@10"], atol=1e-9)

@@ -1,0 +1,84 @@
+"""Two-stage retrieval behind `neuralir rerank`: a first stage retrieves, a cross-encoder re-ranks its top k.
+
+First stage: a bi-encoder (`Encoder`, exact or ScaNN search through `evaluate.evaluate_retrieval`) or BM25
+(bm25s, as `neuralir mine --model bm25` scores). The reranker (`cross_encoder.CrossEncoder`, monoBERT) scores
+every (query, document) pair of each query's top `top_k` and the documents are ordered by that score; the
+run keeps only those k documents, as BEIR's re-ranking evaluation does. Both runs are scored with the metrics
+of `neuralir eval` (`evaluate.RETRIEVAL_METRICS`), so the two stages are directly comparable. The pairs are
+scored in batches split over the local devices.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from neuralir_jax import evaluate, ir_metrics
+
+Run = dict[str, dict[str, float]]
+
+
+def bm25_run(corpus: Mapping[str, str], queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
+             k: int) -> Run:
+  """The top k documents of each qrels query by BM25 (`mine.bm25_candidates`)."""
+  from neuralir_jax import mine
+  doc_ids = list(corpus)
+  index = {d: i for i, d in enumerate(doc_ids)}
+  query_ids = list(qrels)
+  positives = [[index[d] for d, r in qrels[q].items() if r >= 1 and d in index] or [0] for q in query_ids]
+  data = mine.MiningData(query_ids, [queries[q] for q in query_ids], doc_ids, [corpus[d] for d in doc_ids],
+                         positives, name="bm25 first stage")
+  cand = mine.bm25_candidates(data, k)
+  return {q: {doc_ids[j]: float(s) for s, j in zip(s_K, i_K) if j >= 0}
+          for q, s_K, i_K in zip(query_ids, cand.scores_QxK, cand.idx_QxK)}
+
+
+def rerank_run(reranker, run: Mapping[str, Mapping[str, float]], corpus: Mapping[str, str],
+               queries: Mapping[str, str], top_k: int, batch_size: int = 32) -> Run:
+  """Each query's top_k documents of `run`, scored by the reranker (its first label's score)."""
+  pairs, keys = [], []
+  for qid, docs in run.items():
+    for doc_id in ir_metrics.rank_documents(docs)[:top_k]:
+      pairs.append((queries[qid], corpus[doc_id]))
+      keys.append((qid, doc_id))
+  scores = np.asarray(reranker.predict(pairs, batch_size=batch_size)) if pairs else np.zeros(0)
+  scores = scores if scores.ndim == 1 else scores[:, 0]
+  out: Run = {qid: {} for qid in run}
+  for (qid, doc_id), score in zip(keys, scores):
+    out[qid][doc_id] = float(score)
+  return out
+
+
+def rerank_task(first_stage: Any, reranker, task: str, *, top_k: int = 100, index: str = "exact",
+                batch_size: int = 32, encode_batch_size: int = 128) -> dict:
+  """{"task", "top_k", "first_stage": metrics, "reranked": metrics} for a `beir:DIR[:SPLIT]` task.
+
+  first_stage: "bm25" or an `Encoder` (its query / document prompts apply, as in `neuralir eval`).
+  """
+  from neuralir_jax import data
+  source = data.parse_source(task)
+  if source.kind != "beir":
+    raise ValueError(f"rerank task {task!r}: use beir:DIR[:SPLIT] (re-ranking needs a corpus and qrels).")
+  if top_k < 1:
+    raise ValueError(f"--top-k {top_k}: pass 1 or more.")
+  corpus, queries, qrels = data.load_beir(source.path, source.split or "test")
+  tic = time.perf_counter()
+  if first_stage == "bm25":
+    run = bm25_run(corpus, queries, qrels, max(top_k, 100))
+    first = ir_metrics.compute_metrics(run, qrels, evaluate.RETRIEVAL_METRICS)
+  else:
+    first = evaluate.evaluate_retrieval(
+        lambda t: first_stage.encode_document(t, batch_size=encode_batch_size), corpus, queries, qrels,
+        index=index, k=max(top_k, 100), return_run=True,
+        query_encode_fn=lambda t: first_stage.encode_query(t, batch_size=encode_batch_size))
+    run = first.pop("run")
+  first_seconds = time.perf_counter() - tic
+  tic = time.perf_counter()
+  reranked_run = rerank_run(reranker, run, corpus, queries, top_k, batch_size)
+  reranked = ir_metrics.compute_metrics(reranked_run, qrels, evaluate.RETRIEVAL_METRICS)
+  rerank_seconds = time.perf_counter() - tic
+  return {"task": task, "top_k": top_k, "first_stage": dict(first, seconds=first_seconds),
+          "reranked": dict(reranked, seconds=rerank_seconds,
+                           pairs=sum(min(len(d), top_k) for d in run.values()))}
