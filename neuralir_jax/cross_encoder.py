@@ -149,12 +149,12 @@ def _activation(path: str, hf: dict, num_labels: int) -> str:
 def _max_length(path: str, bert: model_lib.BertConfig) -> int:
   st = hf_io._read_json(os.path.join(path, "sentence_bert_config.json"), required=False) or {}
   if st.get("max_seq_length"):
-    return min(int(st["max_seq_length"]), bert.max_position_embeddings)
+    return min(int(st["max_seq_length"]), bert.max_positions)
   tok = hf_io._read_json(os.path.join(path, "tokenizer_config.json"), required=False) or {}
   limit = tok.get("model_max_length")
   if isinstance(limit, (int, float)) and 0 < limit < 1e9:
-    return min(int(limit), bert.max_position_embeddings)
-  return bert.max_position_embeddings
+    return min(int(limit), bert.max_positions)
+  return bert.max_positions
 
 
 def load_cross_encoder_directory(path: str) -> tuple[CrossEncoderConfig, dict, tokenization.Tokenizer]:

@@ -131,7 +131,7 @@ class Encoder:
   @max_seq_length.setter
   def max_seq_length(self, value: int) -> None:
     """Tokens per text from now on (as SentenceTransformer.max_seq_length = value); the params stay."""
-    limit = self.config.bert.max_position_embeddings
+    limit = self.config.bert.max_positions
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= limit:
       raise ValueError(f"max_seq_length={value!r}: pass an integer from 1 to {limit} (this model's "
                        "position embeddings).")

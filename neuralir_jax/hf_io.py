@@ -26,7 +26,9 @@ import numpy as np
 from neuralir_jax import model as model_lib
 from neuralir_jax import tokenization
 
-SUPPORTED_MODEL_TYPES = ("bert",)  # Post-LN BERT with absolute positions (BERT, MiniLM, BGE, E5, ...).
+# Post-LN BERT with absolute positions (BERT, MiniLM, BGE, E5, ...), and RoBERTa / XLM-RoBERTa (the usual
+# multilingual students), whose positions start after the padding index (`BertConfig.position_offset`).
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _BUFFER_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")  # Not parameters; skipped.
 _BODY_PREFIXES = ("embeddings.", "encoder.", "pooler.")
@@ -81,9 +83,11 @@ def _canonical_key(key: str) -> str:
 
 
 def _body_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Keeps the BertModel tensors: strips a `bert.` prefix, drops heads (`cls.*`, classifiers) and buffers."""
-  if any(k.startswith("bert.") for k in state):
-    state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
+  """Keeps the BertModel tensors: strips a `bert.` (or `roberta.`) prefix, drops heads (`cls.*`, `lm_head.*`,
+  classifiers) and buffers."""
+  for prefix in ("bert.", "roberta."):
+    if any(k.startswith(prefix) for k in state):
+      state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
   return {_canonical_key(k): v for k, v in state.items()
           if k.startswith(_BODY_PREFIXES) and k not in _BUFFER_KEYS}
 
@@ -285,7 +289,7 @@ def read_max_seq_length(path: str, bert: model_lib.BertConfig) -> int:
     length = tok.get("model_max_length")
     if not isinstance(length, int) or length > 100_000:  # HF writes a huge sentinel when it is unset.
       length = DEFAULT_MAX_SEQ_LENGTH
-  return int(min(length, bert.max_position_embeddings))
+  return int(min(length, bert.max_positions))
 
 
 def read_encode_settings(path: str, config: model_lib.EncoderConfig) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 POOLING_MODES = ("mean", "cls", "max")
+ROBERTA_TYPES = ("roberta", "xlm-roberta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,16 +38,30 @@ class BertConfig:
   attention_probs_dropout_prob: float = 0.1
   initializer_range: float = 0.02
   pad_token_id: int = 0
+  # "bert", or "roberta" / "xlm-roberta" (the same post-LN layers; positions start after the padding index).
+  model_type: str = "bert"
+  # Added to every position id: 0 for BERT, pad_token_id + 1 for (XLM-)RoBERTa, whose position ids count
+  # from padding_idx + 1 (transformers' create_position_ids_from_input_ids).
+  position_offset: int = 0
 
   @classmethod
   def from_hf(cls, hf: dict[str, Any]) -> "BertConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in hf.items() if k in names})
+    names = {f.name for f in dataclasses.fields(cls)} - {"position_offset"}
+    config = cls(**{k: v for k, v in hf.items() if k in names})
+    if config.model_type in ROBERTA_TYPES:
+      config = dataclasses.replace(config, position_offset=config.pad_token_id + 1)
+    return config
+
+  @property
+  def max_positions(self) -> int:
+    """Tokens a text may have: the position embeddings past the offset."""
+    return self.max_position_embeddings - self.position_offset
 
   def to_hf(self) -> dict[str, Any]:
     out = dataclasses.asdict(self)
-    out.update(model_type="bert", architectures=["BertModel"], hidden_act="gelu",
-               position_embedding_type="absolute")
+    del out["position_offset"]
+    architecture = {"roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}.get(self.model_type, "BertModel")
+    out.update(architectures=[architecture], hidden_act="gelu", position_embedding_type="absolute")
     return out
 
 
@@ -178,9 +193,9 @@ class Bert(nn.Module):
 
     position_embed = embed(cfg.max_position_embeddings, "position_embeddings")
     if position_ids_BxL is None:
-      positions_BxLxD = position_embed(jnp.arange(input_ids_BxL.shape[1]))[None]
+      positions_BxLxD = position_embed(jnp.arange(input_ids_BxL.shape[1]) + cfg.position_offset)[None]
     else:
-      positions_BxLxD = position_embed(position_ids_BxL)
+      positions_BxLxD = position_embed(position_ids_BxL + cfg.position_offset)
     x = (embed(cfg.vocab_size, "word_embeddings")(input_ids_BxL) + positions_BxLxD
          + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids_BxL))
     x = _layer_norm(cfg, self.dtype, "embeddings_layer_norm")(x.astype(self.dtype))

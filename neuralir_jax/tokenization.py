@@ -45,7 +45,8 @@ class Tokenizer:
     self._tok.no_padding()
     self._tok.no_truncation()
     self.max_length = max_length
-    self.pad_id = self._tok.token_to_id("[PAD]") or 0
+    # BERT's [PAD] (0 in its vocabularies), or RoBERTa / XLM-R's <pad> (1).
+    self.pad_id = next((i for i in (self._tok.token_to_id(t) for t in ("[PAD]", "<pad>")) if i is not None), 0)
     self.vocab_size = self._tok.get_vocab_size()
 
   def token_lengths(self, texts: Sequence[str]) -> np.ndarray:

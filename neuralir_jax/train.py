@@ -24,6 +24,7 @@ import ml_collections
 
 from neuralir_jax import bi_encoder, checkpoint, config_lib, data, distributed, evaluate, gradcache, optimizer
 from neuralir_jax import preemption, sharding, steps, tokenization, workdir as workdir_lib
+from neuralir_jax import model as model_lib
 from neuralir_jax.metric_writer import MetricWriter, Throughput
 
 # Keys whose change on resume is routine (how often to log, save or evaluate); any other change is warned.
@@ -39,7 +40,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   distributed.setup()
   mesh = sharding.make_mesh()
   config, tokenizer, pretrained = bi_encoder.resolve_model(config)
-  config_lib.validate(config, num_devices=mesh.size, max_positions=config.model.bert.max_position_embeddings)
+  config_lib.validate(config, num_devices=mesh.size, max_positions=model_lib.BertConfig(**config.model.bert).max_positions)
   family = bi_encoder.BiEncoder(config)
   evaluate.check_tasks(config.eval.tasks, tfds_data_dir=config.data.tfds_data_dir or None,
                        has_nli_head=family.has_nli_head)

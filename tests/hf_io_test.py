@@ -137,8 +137,8 @@ def test_unsupported_model_type_names_supported_ones(small_dir):
   with open(file) as f:
     hf = json.load(f)
   with open(file, "w") as f:
-    json.dump({**hf, "model_type": "roberta"}, f)
-  with pytest.raises(hf_io.ModelDirectoryError, match=r"config\.json: model_type='roberta'.*supported.*bert"):
+    json.dump({**hf, "model_type": "deberta-v2"}, f)
+  with pytest.raises(hf_io.ModelDirectoryError, match=r"config\.json: model_type='deberta-v2'.*supported.*bert"):
     hf_io.load_hf_directory(out)
 
 
