@@ -9,13 +9,19 @@ steps), `only` (a comma-separated subset of names) and `num_cpu_devices`. Every 
 
 Run `name` trains in `WORKDIR/name/` (train() resumes there, and returns at once when finished); its row is
 kept in `WORKDIR/name/ablation_result.json`, so a rerun skips finished runs unless their config changed, which
-is an error. The rows go to `WORKDIR/results.csv`, a console table, and `WORKDIR/ablation.png`: the primary
-metric of each task (Spearman for STS, nDCG@10 for retrieval) against negatives per query on a log2 axis,
-one colour per (hard negatives, temperature) variant, filled markers and solid lines for global negatives,
-hollow markers and dashed lines for local ones.
+is an error. `ablation.seeds` (e.g. (0, 1, 2)) repeats every setting as NAME_seedS runs. Every run's row goes
+to `WORKDIR/results.csv`; `summary.csv` holds one row per setting (mean, sample std and 95% t interval of
+each metric over its seeds); `contrasts.csv` and the console compare every two settings that differ in one
+CONTRAST_COLUMNS column only (global vs local, queue vs none, softmax vs sigmoid, dense vs tiled, ...): the
+difference of means, its 95% Welch interval and whether the difference is beyond that seed spread.
+`WORKDIR/ablation.png` plots the primary metric of each task (Spearman for STS, nDCG@10 for retrieval)
+against negatives per query on a log2 axis with 95% error bars, one colour per variant (hard negatives,
+temperature, loss, implementation, queue), filled markers and solid lines for global negatives, hollow
+markers and dashed lines for local ones; its title says how runs were budgeted.
 
-`negatives_per_query` is nominal: B * (1 + k) - 1 for global negatives, (B / devices) * (1 + k) - 1 for
-local ones (k = data.num_negatives hard negatives per query, 0 without hard negatives); `logged_negatives_per_query` is what training logged (lower by the candidates masked as false
+`negatives_per_query` is nominal: B * (1 + k) - 1 + Q for global negatives, (B / devices) * (1 + k) - 1 +
+Q / devices for local ones (k = data.num_negatives hard negatives per query, 0 without hard negatives; Q =
+infonce.queue_size, once the queue has filled); `logged_negatives_per_query` is what training logged (lower by the candidates masked as false
 negatives, i.e. texts equal to the positive).
 """
 
@@ -38,12 +44,16 @@ from neuralir_jax import config_lib, evaluate
 
 BUDGETS = ("steps", "examples")
 NEGATIVES = ("global", "local")
-# The axes an ablation grid turns (see `grid_axes`); data.num_negatives is k, hard negatives per query.
+# The axes an ablation grid turns (see `grid_axes`); data.num_negatives is k, hard negatives per query;
+# "loss" is softmax (InfoNCE), sigmoid (SigLIP) or both, from the objectives' weights (`loss_name`).
 AXES = ("batch_size", "negatives", "infonce.hard_negatives", "data.num_negatives",
-        "infonce.learnable_temperature")
+        "infonce.learnable_temperature", "infonce.queue_size", "loss", "infonce.implementation")
 TASK_METRICS = {"sts": evaluate.STS_METRICS, "beir": evaluate.RETRIEVAL_METRICS}
 SETTING_COLUMNS = ("name", "batch_size", "negatives", "hard_negatives", "num_negatives",
-                   "learnable_temperature", "negatives_per_query")
+                   "learnable_temperature", "queue_size", "loss", "implementation", "negatives_per_query")
+# Setting columns whose two values are compared at every other column equal (`contrasts`).
+CONTRAST_COLUMNS = ("negatives", "queue_size", "loss", "implementation", "hard_negatives",
+                    "learnable_temperature", "num_negatives")
 RUN_COLUMNS = ("num_steps", "examples", "final_loss", "final_temperature", "logged_negatives_per_query",
                "train_seconds", "eval_seconds")
 RESULT_FILE = "ablation_result.json"
@@ -63,13 +73,20 @@ class Setting:
 
 
 def negatives_per_query(batch_size: int, negatives: str, hard_negatives: bool, num_devices: int,
-                        k: int = 1) -> int:
+                        k: int = 1, queue_size: int = 0) -> int:
   """Candidates per query other than its positive: the global or the per-device batch's positives (and their
-  k hard negatives each)."""
+  k hard negatives each), plus the negative queue's entries (all, or this device's shard) once it is full."""
   if negatives not in NEGATIVES:
     raise ValueError(f"negatives={negatives!r}: use one of {NEGATIVES}.")
   rows = batch_size if negatives == "global" else batch_size // num_devices
-  return rows * (1 + (k if hard_negatives else 0)) - 1
+  queue = queue_size if negatives == "global" else queue_size // num_devices
+  return rows * (1 + (k if hard_negatives else 0)) - 1 + queue
+
+
+def loss_name(config: ml_collections.ConfigDict) -> str:
+  """"softmax" (InfoNCE), "sigmoid" (SigLIP), "softmax+sigmoid", or "" when neither is on."""
+  on = [name for key, name in (("infonce", "softmax"), ("sigmoid", "sigmoid")) if config.objectives[key]]
+  return "+".join(on)
 
 
 def _override_text(value: Any) -> str:
@@ -175,7 +192,9 @@ def settings_of(config: ml_collections.ConfigDict, num_devices: int | None = Non
 
 def grid_axes(settings: Sequence[Setting]) -> dict[str, list]:
   """The distinct values each axis of AXES takes across the settings."""
-  return {axis: sorted({_get(s.config, axis) for s in settings}, key=repr) for axis in AXES}
+  def value(config, axis):
+    return loss_name(config) if axis == "loss" else _get(config, axis)
+  return {axis: sorted({value(s.config, axis) for s in settings}, key=repr) for axis in AXES}
 
 
 # --- Tasks and metrics --------------------------------------------------------------------------------
@@ -262,8 +281,11 @@ def run_setting(setting: Setting, workdir: str, eval_tasks: Sequence[str], num_d
   row = {"name": setting.name, "batch_size": int(c.batch_size), "negatives": c.negatives,
          "hard_negatives": bool(c.infonce.hard_negatives), "num_negatives": int(c.data.num_negatives),
          "learnable_temperature": bool(c.infonce.learnable_temperature),
+         "queue_size": int(c.infonce.queue_size), "loss": loss_name(c),
+         "implementation": c.infonce.implementation,
          "negatives_per_query": negatives_per_query(c.batch_size, c.negatives, c.infonce.hard_negatives,
-                                                    num_devices, int(c.data.num_negatives)),
+                                                    num_devices, int(c.data.num_negatives),
+                                                    int(c.infonce.queue_size)),
          **scores, "num_steps": int(c.num_steps), "examples": int(c.num_steps) * int(c.batch_size),
          "final_loss": float(metrics.get("loss", math.nan)),
          "final_temperature": float(metrics.get("temperature", math.nan)),
@@ -303,12 +325,72 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   summary = summarize(rows, metrics)
   write_results_csv(summary, os.path.join(workdir, "summary.csv"), metrics)
   primary = primary_metric_columns(eval_tasks)
+  pairs = contrasts(rows, primary)
+  write_results_csv(pairs, os.path.join(workdir, "contrasts.csv"), (), CONTRAST_FIELDS)
   runs = len(rows) // max(len(summary), 1)
   plot_results(summary, os.path.join(workdir, "ablation.png"), primary,
-               budget=f"budget: same {config.ablation.budget} per run; mean and 95% interval over {runs} run(s)")
+               budget=f"{budget_text(config.ablation)}; mean and 95% interval over {runs} run(s)")
   print(format_table(summary, ["name", "runs"] + [c for m in primary for c in (m, f"{m}_std", f"{m}_ci95")]))
-  print(f"wrote {', '.join(os.path.join(workdir, f) for f in ('results.csv', 'summary.csv', 'ablation.png'))}")
+  if pairs:
+    print("\nOne setting changed, the rest equal (difference of means, 95% Welch interval over the runs):")
+    print(format_table(pairs, list(CONTRAST_FIELDS)))
+  files = ("results.csv", "summary.csv", "contrasts.csv", "ablation.png")
+  print(f"wrote {', '.join(os.path.join(workdir, f) for f in files)}")
   return rows
+
+
+def budget_text(abl: ml_collections.ConfigDict) -> str:
+  if abl.budget == "examples":
+    return f"budget: {int(abl.examples_per_run)} examples per run (steps = examples / batch size)"
+  return "budget: the same optimizer steps per run (bigger batches see more examples)"
+
+
+CONTRAST_FIELDS = ("metric", "changed", "a", "b", "a_setting", "b_setting", "runs", "difference", "ci95",
+                   "beyond_spread")
+
+
+def contrasts(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict]:
+  """For every two settings that differ in one CONTRAST_COLUMNS column and agree on every other setting
+  column: per metric, mean(b) - mean(a) over their runs, the half-width of its 95% Welch interval (nan with
+  fewer than two runs a side), and whether the difference lies beyond it (the seed spread)."""
+  groups: dict[str, list[Mapping[str, Any]]] = {}
+  for row in rows:
+    groups.setdefault(row.get("setting", row["name"]), []).append(row)
+  keys = [c for c in SETTING_COLUMNS if c not in ("name", "negatives_per_query")]
+  names = list(groups)
+  out = []
+  for i, a in enumerate(names):
+    for b in names[i + 1:]:
+      ra, rb = groups[a][0], groups[b][0]
+      differ = [k for k in keys if ra.get(k) != rb.get(k)]
+      if len(differ) != 1 or differ[0] not in CONTRAST_COLUMNS:
+        continue
+      for m in metrics:
+        xa = [float(r[m]) for r in groups[a] if m in r]
+        xb = [float(r[m]) for r in groups[b] if m in r]
+        if not xa or not xb:
+          continue
+        diff = sum(xb) / len(xb) - sum(xa) / len(xa)
+        half = _welch_half_width(xa, xb)
+        out.append({"metric": m, "changed": differ[0], "a": ra.get(differ[0]), "b": rb.get(differ[0]),
+                    "a_setting": a, "b_setting": b, "runs": f"{len(xa)}+{len(xb)}", "difference": diff,
+                    "ci95": half, "beyond_spread": "" if math.isnan(half) else abs(diff) > half})
+  return out
+
+
+def _welch_half_width(xa: Sequence[float], xb: Sequence[float]) -> float:
+  """Half-width of the 95% interval of mean(xb) - mean(xa), Welch's t (unequal variances)."""
+  na, nb = len(xa), len(xb)
+  if na < 2 or nb < 2:
+    return math.nan
+  from scipy import stats
+  va = sum((x - sum(xa) / na) ** 2 for x in xa) / (na - 1) / na
+  vb = sum((x - sum(xb) / nb) ** 2 for x in xb) / (nb - 1) / nb
+  se = math.sqrt(va + vb)
+  if se == 0:
+    return 0.0
+  df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+  return float(stats.t.ppf(0.975, df)) * se
 
 
 # t_{0.975, n - 1}: the 95% interval of a mean of n runs is mean +- t * std / sqrt(n).
@@ -368,9 +450,11 @@ def columns_of(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> lis
   return known + list(dict.fromkeys(extra))
 
 
-def write_results_csv(rows: Sequence[Mapping[str, Any]], path: str, metrics: Sequence[str]) -> None:
-  """One row per setting; floats to 6 significant digits, missing cells empty."""
-  columns = columns_of(rows, metrics)
+def write_results_csv(rows: Sequence[Mapping[str, Any]], path: str, metrics: Sequence[str],
+                      columns: Sequence[str] | None = None) -> None:
+  """One row per run or setting (columns: `columns_of`, unless given); floats to 6 significant digits,
+  missing cells empty."""
+  columns = columns_of(rows, metrics) if columns is None else columns
   buf = io.StringIO()
   writer = csv.writer(buf, lineterminator="\n")
   writer.writerow(columns)
@@ -393,10 +477,16 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
 
 
 def variant_label(row: Mapping[str, Any]) -> str:
+  """What a series shares besides batch size and global/local: hard negatives, temperature, and the loss,
+  implementation and queue where they are not the defaults (softmax, dense, none)."""
   k = int(row.get("num_negatives", 1) or 1)
   hard = "hard negatives" if k == 1 else f"{k} hard negatives"
-  return (f"{hard if row['hard_negatives'] else 'in-batch only'}, "
-          f"{'learnable' if row['learnable_temperature'] else 'fixed'} tau")
+  label = (f"{hard if row['hard_negatives'] else 'in-batch only'}, "
+           f"{'learnable' if row['learnable_temperature'] else 'fixed'} tau")
+  extras = [row["loss"] if row.get("loss", "softmax") != "softmax" else "",
+            row["implementation"] if row.get("implementation", "dense") != "dense" else "",
+            f"queue {row['queue_size']}" if row.get("queue_size") else ""]
+  return ", ".join([label] + [e for e in extras if e])
 
 
 def plot_series(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[tuple[str, str], list[tuple]]:

@@ -20,6 +20,8 @@ CONFIG = os.path.join(ROOT, "configs", "ablation_negatives.py")
 def _config(settings, **ablation_fields):
   c = config_lib.load_config(CONFIG)
   c.ablation.settings = settings
+  c.ablation.seeds = ()  # One run per setting, equal steps, unless a test asks otherwise.
+  c.ablation.budget = "steps"
   for k, v in ablation_fields.items():
     c.ablation[k] = v
   return c
@@ -27,7 +29,7 @@ def _config(settings, **ablation_fields):
 
 def _row(name, b, neg, hn, lt, npq, sp, nd, secs):
   return {"name": name, "batch_size": b, "negatives": neg, "hard_negatives": hn, "num_negatives": 1,
-          "learnable_temperature": lt,
+          "learnable_temperature": lt, "queue_size": 0, "loss": "softmax", "implementation": "dense",
           "negatives_per_query": npq, "stsb_dev/spearman": sp, "cranfield/ndcg@10": nd, "num_steps": 60,
           "examples": 60 * b, "final_loss": 1.25, "final_temperature": 0.05,
           "logged_negatives_per_query": float(npq), "train_seconds": secs, "eval_seconds": 2.0}
@@ -49,42 +51,69 @@ def test_negatives_per_query_formula():
   assert ablation.negatives_per_query(4096, "local", True, 1) == 8191
   assert ablation.negatives_per_query(32, "global", True, 8, k=4) == 159  # 32 positives + 32 * 4 negatives.
   assert ablation.negatives_per_query(32, "global", False, 8, k=4) == 31
+  # A full queue adds its entries: all of them to global negatives, this device's shard to local ones.
+  assert ablation.negatives_per_query(32, "global", True, 8, queue_size=192) == 255
+  assert ablation.negatives_per_query(128, "local", True, 8, queue_size=64) == 31 + 8
   with pytest.raises(ValueError, match="negatives='both'"):
     ablation.negatives_per_query(64, "both", True, 8)
 
 
-def test_default_grid_covers_four_axes_and_builds_configs():
+def test_default_grid_covers_every_axis_with_seeds_and_equal_examples():
   c = config_lib.load_config(CONFIG)
   settings = ablation.settings_of(c, num_devices=8)
-  assert len(settings) == 10
+  assert len(settings) == 30 and c.ablation.seeds == (0, 1, 2)  # 10 settings x 3 seeds.
   axes = ablation.grid_axes(settings)
-  assert axes["batch_size"] == [128, 16, 32, 64]  # Sorted by repr.
+  assert axes["batch_size"] == [128, 32, 64]  # Sorted by repr.
   assert axes["negatives"] == ["global", "local"]
   assert axes["infonce.hard_negatives"] == [False, True]
   assert axes["infonce.learnable_temperature"] == [False, True]
-  assert axes["data.num_negatives"] == [1]
+  assert axes["infonce.queue_size"] == [0, 192]
+  assert axes["loss"] == ["sigmoid", "softmax"]
+  assert axes["infonce.implementation"] == ["dense", "tiled"]
+  assert axes["data.num_negatives"] == [1]  # NLI: one contradiction per premise (k > 1: ablation_k.py).
   by_name = {s.name: s.config for s in settings}
-  local = by_name["b128_local_hn_fixed"]
-  assert (local.batch_size, local.negatives, local.infonce.hard_negatives) == (128, "local", True)
+  local = by_name["b128_local_seed1"]
+  assert (local.batch_size, local.negatives, local.infonce.hard_negatives, local.seed) == (128, "local", True, 1)
   assert "ablation" not in local  # The run's config is a plain training config.
-  assert by_name["b16_global_hn_learnt"].infonce.learnable_temperature is True
-  assert all(s.config.num_steps == c.num_steps for s in settings)  # budget "steps".
+  sigmoid = by_name["b128_global_sigmoid_seed0"]
+  assert (sigmoid.objectives.infonce, sigmoid.objectives.sigmoid) == (0.0, 1.0)
+  assert by_name["b128_global_tiled_seed0"].infonce.implementation == "tiled"
+  # Budget "examples": every run sees 2560 examples, so b32 takes 4x the steps of b128.
+  assert {s.config.num_steps * s.config.batch_size for s in settings} == {2560}
+  assert by_name["b32_global_seed0"].num_steps == 80 and by_name["b128_global_seed0"].num_steps == 20
   assert c.objectives.nli_softmax == 0 and c.data.view == "triplets"
-  # Same steps and data, only the candidate pool differs: the grid's clean negatives contrast.
   npq = {s.name: ablation.negatives_per_query(s.config.batch_size, s.config.negatives,
-                                              s.config.infonce.hard_negatives, 8) for s in settings}
-  assert npq["b128_global_hn_fixed"] == 255 and npq["b128_local_hn_fixed"] == 31
+                                              s.config.infonce.hard_negatives, 8,
+                                              queue_size=s.config.infonce.queue_size) for s in settings}
+  # Equal batch, steps and data, only the candidate pool differs: the grid's clean negatives contrasts.
+  assert npq["b128_global_seed0"] == 255 and npq["b128_local_seed0"] == 31
+  assert npq["b32_global_seed0"] == 63 and npq["b32_global_queue192_seed0"] == 255
+
+
+def test_large_variant_reaches_4096_through_gradcache_and_tiling():
+  c = config_lib.load_config(CONFIG + ":large")
+  settings = ablation.settings_of(c, num_devices=8)
+  assert max(s.config.batch_size for s in settings) == 4096
+  for s in settings:
+    assert (s.config.infonce.implementation, s.config.grad_cache.chunk_size) == ("tiled", 64)
+    assert s.config.num_steps * s.config.batch_size == 16384
+    config_lib.validate(s.config, num_devices=8)  # 512 examples per device: 8 chunks of 64.
+  npq = {s.setting: ablation.negatives_per_query(s.config.batch_size, s.config.negatives, True, 8)
+         for s in settings}
+  assert npq["b4096_global"] == 8191 and npq["b4096_local"] == 1023
 
 
 def test_full_variant_keeps_examples_equal():
   c = config_lib.load_config(CONFIG + ":full")
   settings = ablation.settings_of(c, num_devices=8)
-  assert len(settings) == 40 and c.data.train == "tfds:snli:train"
+  assert len(settings) == 150 and c.data.train == "tfds:snli:train"  # 50 settings x 3 seeds.
   assert max(s.config.batch_size for s in settings) == 4096
   assert {s.config.num_steps * s.config.batch_size for s in settings} == {c.ablation.examples_per_run}
   axes = ablation.grid_axes(settings)
-  # NLI has one contradiction per premise, so k (data.num_negatives) is an axis of retrieval grids only.
-  assert all(len(v) >= 2 for axis, v in axes.items() if axis != "data.num_negatives")
+  # NLI has one contradiction per premise, so k (data.num_negatives) is an axis of retrieval grids only;
+  # dense vs tiled is a check of the CPU grid (same loss), not a quality axis.
+  assert all(len(v) >= 2 for axis, v in axes.items() if axis not in ("data.num_negatives",
+                                                                     "infonce.implementation"))
   with pytest.raises(ValueError, match="unknown variant"):
     config_lib.load_config(CONFIG + ":huge")
 
@@ -130,7 +159,8 @@ def test_only_filters_and_rejects_unknown_names():
 
 def test_settings_override_from_the_command_line():
   c = config_lib.load_config(CONFIG)
-  c = config_lib.apply_overrides(c, ['--config.ablation.settings=[{"name": "x", "batch_size": 8}]'])
+  c = config_lib.apply_overrides(c, ['--config.ablation.settings=[{"name": "x", "batch_size": 8}]',
+                                     "--config.ablation.seeds=()"])
   (setting,) = ablation.settings_of(c, 8)
   assert setting.name == "x" and setting.config.batch_size == 8
 
@@ -153,12 +183,12 @@ def test_results_csv_golden(tmp_path):
   path = tmp_path / "results.csv"
   ablation.write_results_csv(ROWS[:2] + ROWS[3:], str(path), ["stsb_dev/spearman", "cranfield/ndcg@10"])
   assert path.read_text() == (
-      "name,batch_size,negatives,hard_negatives,num_negatives,learnable_temperature,negatives_per_query,"
-      "stsb_dev/spearman,cranfield/ndcg@10,num_steps,examples,final_loss,final_temperature,"
-      "logged_negatives_per_query,train_seconds,eval_seconds\n"
-      "b16_global_hn_fixed,16,global,True,1,False,31,0.412346,0.1,60,960,1.25,0.05,31,30.1235,2\n"
-      "b128_global_hn_fixed,128,global,True,1,False,255,0.55,0.2,60,7680,1.25,0.05,255,61,2\n"
-      "b16_global_nohn_learnt,16,global,False,1,True,15,0.3,0.05,60,960,1.25,0.05,15,nan,2\n")
+      "name,batch_size,negatives,hard_negatives,num_negatives,learnable_temperature,queue_size,loss,"
+      "implementation,negatives_per_query,stsb_dev/spearman,cranfield/ndcg@10,num_steps,examples,final_loss,"
+      "final_temperature,logged_negatives_per_query,train_seconds,eval_seconds\n"
+      "b16_global_hn_fixed,16,global,True,1,False,0,softmax,dense,31,0.412346,0.1,60,960,1.25,0.05,31,30.1235,2\n"
+      "b128_global_hn_fixed,128,global,True,1,False,0,softmax,dense,255,0.55,0.2,60,7680,1.25,0.05,255,61,2\n"
+      "b16_global_nohn_learnt,16,global,False,1,True,0,softmax,dense,15,0.3,0.05,60,960,1.25,0.05,15,nan,2\n")
 
 
 def test_results_csv_keeps_unknown_keys_and_blanks_missing_cells(tmp_path):
@@ -167,8 +197,8 @@ def test_results_csv_keeps_unknown_keys_and_blanks_missing_cells(tmp_path):
   ablation.write_results_csv(rows, str(path), ["stsb_dev/spearman"])
   lines = path.read_text().splitlines()
   assert lines[0].split(",")[-1] == "extra"
-  assert lines[1] == ",".join(["a", "8"] + [""] * 13 + ["1"])  # 7 setting + 1 metric + 7 run columns.
-  assert lines[2] == ",".join(["b"] + [""] * 6 + ["0.5"] + [""] * 8)
+  assert lines[1] == ",".join(["a", "8"] + [""] * 16 + ["1"])  # 10 setting + 1 metric + 7 run columns.
+  assert lines[2] == ",".join(["b"] + [""] * 9 + ["0.5"] + [""] * 8)
 
 
 def test_format_table_golden():
@@ -213,6 +243,8 @@ def test_finished_run_is_reused_and_a_changed_config_is_an_error(tmp_path):
 @pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "neuralir_jax", "train.py")),
                     reason="needs neuralir_jax/train.py")
 def test_two_tiny_settings_end_to_end(tmp_path, monkeypatch):
+  """2 settings (global vs local negatives, both with a queue and a learnable temperature) x 2 seeds x 2
+  steps: every run's row, the summary, the one contrast (negatives) with its interval, the plot."""
   monkeypatch.chdir(ROOT)
   c = config_lib.load_config(CONFIG)
   tiny = config_lib.load_config(os.path.join(ROOT, "configs", "tiny.py"))
@@ -221,18 +253,26 @@ def test_two_tiny_settings_end_to_end(tmp_path, monkeypatch):
   c.data.max_length = 16
   c.num_steps = 2
   c.log_every_steps = 1
-  c.ablation.settings = [
-      {"name": "g", "batch_size": 16, "negatives": "global", "infonce.hard_negatives": True},
-      {"name": "l", "batch_size": 16, "negatives": "local", "infonce.hard_negatives": False,
-       "infonce.learnable_temperature": True}]
+  c.ablation.budget = "steps"
+  c.ablation.seeds = (0, 1)
+  common = {"batch_size": 16, "infonce.hard_negatives": True, "infonce.queue_size": 16,
+            "infonce.learnable_temperature": True}
+  c.ablation.settings = [dict(common, name="g", negatives="global"), dict(common, name="l", negatives="local")]
   c.ablation.eval_tasks = ("sts:data/sts/sick_trial.tsv",)
   rows = ablation.run_ablation(c, str(tmp_path))
-  assert [r["negatives_per_query"] for r in rows] == [31, 1]
-  assert [r["logged_negatives_per_query"] <= r["negatives_per_query"] for r in rows] == [True, True]
+  assert [r["name"] for r in rows] == ["g_seed0", "g_seed1", "l_seed0", "l_seed1"]
+  # Global: 16 queries x (1 + 1) - 1 + the queue's 16; local: 2 x 2 - 1 + this device's 2 queue entries.
+  assert [r["negatives_per_query"] for r in rows] == [47, 47, 5, 5]
+  assert all(r["logged_negatives_per_query"] <= r["negatives_per_query"] for r in rows)
   assert all(np.isfinite(r["final_loss"]) and -1 <= r["sick_trial/spearman"] <= 1 for r in rows)
-  assert rows[1]["final_temperature"] != pytest.approx(0.05, abs=1e-9)  # Learnt.
+  assert rows[0]["final_temperature"] != pytest.approx(0.05, abs=1e-9)  # Learnt.
+  assert rows[0]["sick_trial/spearman"] != rows[1]["sick_trial/spearman"]  # The seeds differ.
   lines = (tmp_path / "results.csv").read_text().splitlines()
-  assert len(lines) == 3 and lines[1].startswith("g,16,global,True,1,False,31,")
+  assert len(lines) == 5 and lines[1].startswith("g_seed0,16,global,True,1,True,16,softmax,dense,47,")
+  summary = (tmp_path / "summary.csv").read_text().splitlines()
+  assert [line.split(",")[0] for line in summary[1:]] == ["g", "l"]
+  contrast = (tmp_path / "contrasts.csv").read_text().splitlines()
+  assert contrast[0].startswith("metric,changed,a,b,") and contrast[1].startswith("sick_trial/spearman,negatives,global,local,g,l,2+2,")
   assert (tmp_path / "ablation.png").stat().st_size > 0
   assert ablation.run_ablation(c, str(tmp_path)) == rows  # Rerun: finished runs are reused, not retrained.
 
@@ -274,3 +314,32 @@ def test_seeds_repeat_every_setting_and_the_summary_has_t_intervals(tmp_path):
                   negatives_per_query=r["batch_size"] - 1) for r in (a, b)]
   ablation.plot_results(summary, str(path), ["m"], budget="budget: same steps per run")
   assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_contrasts_pair_settings_that_differ_in_one_axis_with_welch_intervals():
+  from scipy import stats
+  base = {"batch_size": 32, "negatives": "global", "hard_negatives": True, "num_negatives": 1,
+          "learnable_temperature": False, "queue_size": 0, "loss": "softmax", "implementation": "dense"}
+  groups = {"g": (base, (0.50, 0.52, 0.51)), "l": (dict(base, negatives="local"), (0.40, 0.45, 0.41)),
+            "q": (dict(base, queue_size=192), (0.50, 0.53, 0.49)),
+            "b64": (dict(base, batch_size=64), (0.6, 0.6, 0.6)),  # Batch size is not a contrast axis.
+            "lq": (dict(base, negatives="local", queue_size=192), (0.3, 0.31, 0.29))}  # Differs from g in two.
+  rows = [dict(cols, name=f"{name}_seed{i}", setting=name, m=v)
+          for name, (cols, values) in groups.items() for i, v in enumerate(values)]
+  pairs = {(p["a_setting"], p["b_setting"]): p for p in ablation.contrasts(rows, ["m"])}
+  assert set(pairs) == {("g", "l"), ("g", "q"), ("l", "lq"), ("q", "lq")}
+  for (a, b), p in pairs.items():
+    ci = stats.ttest_ind(groups[b][1], groups[a][1], equal_var=False).confidence_interval(0.95)
+    np.testing.assert_allclose(p["difference"], np.mean(groups[b][1]) - np.mean(groups[a][1]), atol=1e-12)
+    np.testing.assert_allclose(p["ci95"], (ci.high - ci.low) / 2, rtol=1e-9)
+  assert pairs[("g", "l")]["changed"] == "negatives" and pairs[("g", "l")]["beyond_spread"] is True
+  assert pairs[("g", "q")]["changed"] == "queue_size" and pairs[("g", "q")]["beyond_spread"] is False
+  assert pairs[("g", "q")]["runs"] == "3+3"
+  one_run = ablation.contrasts([dict(base, name="a", m=0.5), dict(base, name="b", loss="sigmoid", m=0.4)], ["m"])
+  assert np.isnan(one_run[0]["ci95"]) and one_run[0]["beyond_spread"] == ""
+
+
+def test_variant_labels_name_the_non_default_loss_implementation_and_queue():
+  row = dict(ROWS[1], loss="sigmoid", implementation="tiled", queue_size=192)
+  assert ablation.variant_label(row) == "hard negatives, fixed tau, sigmoid, tiled, queue 192"
+  assert ablation.variant_label(ROWS[1]) == "hard negatives, fixed tau"
