@@ -10,6 +10,11 @@ forward (`Encoder.embed_fn`, bf16, deterministic) is timed at the same length: s
 the packed path: the same texts of NLI-like lengths (3..seq_len tokens, mean ~seq_len / 5) trained as padded
 batches (every text padded to seq_len) and as packed rows (`packing.pack_per_device`, data.packing), both
 timed at `--packing-batch`: examples/s, padding fraction and MFU of the real tokens, and the ratio.
+Last, the largest global batch of the same encoder's train step (GradCache on, `--large-chunk` examples per
+chunk, `--large-seq-len` tokens) that fits in the accelerator's memory, for tiled InfoNCE and for dense: each
+compiled at the `--large-batches` sizes, largest first, until XLA's memory analysis of the step (arguments +
+outputs + temporaries) is under the device's limit; then one step of each at `--large-time-batch` (at most
+dense's largest) is run and timed, so the report holds both maxima and the tiled / dense time at equal batch.
 
   python benchmarks/gpu_bench.py            # on a GPU/TPU host (benchmarks/gpu_check.sh installs and runs it)
   python benchmarks/gpu_bench.py --smoke    # tiny model, 2 steps: checks the script on CPU
@@ -59,12 +64,22 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--remat", action="store_true", help="Recompute layers in the backward pass.")
   parser.add_argument("--packing-batch", type=int, default=512,
                       help="Global batch of the packed-vs-padded comparison (at most the largest that fits).")
+  parser.add_argument("--large-batches", default="524288,131072,32768,8192",
+                      help="Global batches tried for the largest that fits with GradCache, largest first.")
+  parser.add_argument("--large-chunk", type=int, default=256, help="GradCache examples per device per chunk.")
+  parser.add_argument("--large-seq-len", type=int, default=64)
+  parser.add_argument("--large-time-batch", type=int, default=16384,
+                      help="Global batch at which one tiled and one dense step are timed.")
+  parser.add_argument("--memory-limit-gib", type=float, default=0.0,
+                      help="Device memory to fit in (0: the device's bytes_limit; required on CPU).")
   parser.add_argument("--encode-batch", type=int, default=1024, help="Sentences per encode call.")
   parser.add_argument("--encode-calls", type=int, default=20, help="Timed encode calls.")
   args = parser.parse_args()
   if args.smoke:
     args.batches, args.seq_len, args.steps = "64,16", 16, 2
     args.encode_batch, args.encode_calls, args.packing_batch = 16, 2, 16
+    args.large_batches, args.large_chunk, args.large_seq_len = "65536,16384,4096,1024", 64, 16
+    args.large_time_batch, args.memory_limit_gib = 1024, args.memory_limit_gib or 0.25
   return args
 
 
@@ -199,6 +214,88 @@ def bench_packing(args, batch_size: int, log: Log) -> None:
   log(f"packing: packed / padded examples/s {results['padded']['seconds'] / results['packed']['seconds']:.2f}x")
 
 
+def _memory_limit(args) -> int | None:
+  import jax
+  if args.memory_limit_gib:
+    return int(args.memory_limit_gib * 2**30)
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get("bytes_limit")
+
+
+def large_config(args, batch_size: int, implementation: str):
+  config = make_config(args, batch_size)
+  config.model.max_seq_length = args.large_seq_len
+  config.grad_cache.chunk_size = args.large_chunk
+  config.infonce.implementation = implementation
+  config.infonce.block_size = 4096
+  return config
+
+
+def step_memory(args, batch_size: int, implementation: str) -> int | None:
+  """Bytes XLA's memory analysis gives one train step (state and batch in, state out, temporaries) on
+  each device; None when compiling runs out of memory."""
+  import jax
+  import jax.numpy as jnp
+  from neuralir_jax import bi_encoder, optimizer, sharding, steps
+  config = large_config(args, batch_size, implementation)
+  mesh = sharding.make_mesh()
+  family = bi_encoder.BiEncoder(config)
+  tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)
+  state, shardings = steps.create_train_state(family, jax.random.key(0), mesh, tx)
+  text = jax.ShapeDtypeStruct((batch_size, args.large_seq_len), jnp.int32, sharding=sharding.batch_sharding(mesh))
+  batch = {f"{c}_{kind}": text for c in ("anchor", "positive") for kind in ("ids", "mask")}
+  step = steps.make_train_step(family, mesh, tx, shardings, schedule)
+  try:
+    memory = step.jitted.lower(state, batch).compile().memory_analysis()
+  except Exception as e:  # noqa: BLE001 -- XLA may refuse a too-large buffer assignment at compile time.
+    if _is_oom(e):
+      return None
+    raise
+  finally:
+    del state
+    jax.clear_caches()
+  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+             + memory.temp_size_in_bytes)
+
+
+def bench_large_batch(args, log: Log) -> None:
+  """The largest global batch that fits, tiled vs dense (GradCache on), and one timed step of each."""
+  import jax
+  import numpy as np
+  limit = _memory_limit(args)
+  if not limit:
+    log("large batch: the device reports no memory limit; pass --memory-limit-gib")
+    return
+  batches = [int(b) for b in args.large_batches.split(",") if int(b) % jax.device_count() == 0]
+  largest = {}
+  for implementation in ("tiled", "dense"):
+    for batch_size in batches:
+      need = step_memory(args, batch_size, implementation)
+      fits = need is not None and need <= limit
+      log(f"large batch: {implementation}, global batch {batch_size}: step needs "
+          f"{'more than the device (compile OOM)' if need is None else f'{need / 2**30:.2f} GiB'} of "
+          f"{limit / 2**30:.2f} GiB per device: {'fits' if fits else 'does not fit'}")
+      if fits:
+        largest[implementation] = batch_size
+        break
+  log(f"large batch: largest global batch that fits, GradCache chunk {args.large_chunk} x {args.large_seq_len} "
+      f"tokens: tiled {largest.get('tiled', 'none tried')}, dense {largest.get('dense', 'none tried')}")
+  time_batch = min(args.large_time_batch, largest.get("dense", 0))
+  if not time_batch:
+    return
+  rng = np.random.default_rng(3)
+  seconds = {}
+  for implementation in ("dense", "tiled"):
+    config = large_config(args, time_batch, implementation)
+    data = [random_batch(rng, time_batch, args.large_seq_len, config.model.bert.vocab_size)]
+    result = _time_train(config, data, 1)
+    seconds[implementation] = result["seconds"]
+    log(f"large batch: {implementation} at global batch {time_batch}: {result['seconds'] * 1e3:.0f} ms/step, "
+        f"{time_batch / result['seconds']:,.0f} examples/s; loss {result['loss0']:.4f} -> {result['loss']:.4f}")
+  log(f"large batch: tiled / dense step time at global batch {time_batch}: "
+      f"{seconds['tiled'] / seconds['dense']:.2f}x")
+
+
 def config_bert(config):
   from neuralir_jax.model import BertConfig
   return BertConfig(**config.model.bert.to_dict())
@@ -274,6 +371,7 @@ def main() -> None:
     report_train(result, args, log)
     bench_packing(args, min(result["batch_size"], args.packing_batch), log)
   bench_encode(args, log)
+  bench_large_batch(args, log)
 
 
 if __name__ == "__main__":
