@@ -243,8 +243,8 @@ def test_finished_run_is_reused_and_a_changed_config_is_an_error(tmp_path):
 @pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "neuralir_jax", "train.py")),
                     reason="needs neuralir_jax/train.py")
 def test_two_tiny_settings_end_to_end(tmp_path, monkeypatch):
-  """2 settings (global vs local negatives, both with a queue and a learnable temperature) x 2 seeds x 2
-  steps: every run's row, the summary, the one contrast (negatives) with its interval, the plot."""
+  """2 settings (global vs local negatives, both with a queue and a learnable temperature), seed 0, 2 steps
+  each: every run's row, the summary, the one contrast (negatives; one run a side: no interval), the plot."""
   monkeypatch.chdir(ROOT)
   c = config_lib.load_config(CONFIG)
   tiny = config_lib.load_config(os.path.join(ROOT, "configs", "tiny.py"))
@@ -254,25 +254,24 @@ def test_two_tiny_settings_end_to_end(tmp_path, monkeypatch):
   c.num_steps = 2
   c.log_every_steps = 1
   c.ablation.budget = "steps"
-  c.ablation.seeds = (0, 1)
+  c.ablation.seeds = (0,)
   common = {"batch_size": 16, "infonce.hard_negatives": True, "infonce.queue_size": 16,
             "infonce.learnable_temperature": True}
   c.ablation.settings = [dict(common, name="g", negatives="global"), dict(common, name="l", negatives="local")]
   c.ablation.eval_tasks = ("sts:data/sts/sick_trial.tsv",)
   rows = ablation.run_ablation(c, str(tmp_path))
-  assert [r["name"] for r in rows] == ["g_seed0", "g_seed1", "l_seed0", "l_seed1"]
+  assert [r["name"] for r in rows] == ["g_seed0", "l_seed0"]
   # Global: 16 queries x (1 + 1) - 1 + the queue's 16; local: 2 x 2 - 1 + this device's 2 queue entries.
-  assert [r["negatives_per_query"] for r in rows] == [47, 47, 5, 5]
+  assert [r["negatives_per_query"] for r in rows] == [47, 5]
   assert all(r["logged_negatives_per_query"] <= r["negatives_per_query"] for r in rows)
   assert all(np.isfinite(r["final_loss"]) and -1 <= r["sick_trial/spearman"] <= 1 for r in rows)
   assert rows[0]["final_temperature"] != pytest.approx(0.05, abs=1e-9)  # Learnt.
-  assert rows[0]["sick_trial/spearman"] != rows[1]["sick_trial/spearman"]  # The seeds differ.
   lines = (tmp_path / "results.csv").read_text().splitlines()
-  assert len(lines) == 5 and lines[1].startswith("g_seed0,16,global,True,1,True,16,softmax,dense,47,")
+  assert len(lines) == 3 and lines[1].startswith("g_seed0,16,global,True,1,True,16,softmax,dense,47,")
   summary = (tmp_path / "summary.csv").read_text().splitlines()
   assert [line.split(",")[0] for line in summary[1:]] == ["g", "l"]
   contrast = (tmp_path / "contrasts.csv").read_text().splitlines()
-  assert contrast[0].startswith("metric,changed,a,b,") and contrast[1].startswith("sick_trial/spearman,negatives,global,local,g,l,2+2,")
+  assert contrast[0].startswith("metric,changed,a,b,") and contrast[1].startswith("sick_trial/spearman,negatives,global,local,g,l,1+1,")
   assert (tmp_path / "ablation.png").stat().st_size > 0
   assert ablation.run_ablation(c, str(tmp_path)) == rows  # Rerun: finished runs are reused, not retrained.
 
