@@ -27,6 +27,8 @@ def bm25_run(corpus: Mapping[str, str], queries: Mapping[str, str], qrels: Mappi
   doc_ids = list(corpus)
   index = {d: i for i, d in enumerate(doc_ids)}
   query_ids = list(qrels)
+  # MiningData wants a positive per query (mining scores them); the run does not use them, so a query whose
+  # judgements are all 0 borrows document 0.
   positives = [[index[d] for d, r in qrels[q].items() if r >= 1 and d in index] or [0] for q in query_ids]
   data = mine.MiningData(query_ids, [queries[q] for q in query_ids], doc_ids, [corpus[d] for d in doc_ids],
                          positives, name="bm25 first stage")
