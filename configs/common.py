@@ -23,7 +23,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.cpu_peak_flops = 2.94e11  # FLOP/s of this host's CPUs, for MFU on CPU (2 cores x 2.3 GHz x 64 fp32 FLOP/cycle).
 
   c.model = ml_collections.ConfigDict()
+  # bi_encoder: one encoder embeds every text (Sentence-BERT, InfoNCE, distillation). cross_encoder: BERT
+  # over [CLS] query [SEP] document [SEP] -> one relevance logit (monoBERT; duoBERT with objectives.ce_pairwise),
+  # trained with the ce_* objectives on padded batches (data.packing=false) and exported as
+  # BertForSequenceClassification.
+  c.model.family = "bi_encoder"
   c.model.init = "minilm"  # "minilm" (packaged all-MiniLM-L6-v2), an HF/ST directory, or "random".
+  # Keep only these layers of the pretrained model.init (0-based, in order), e.g. (0, 2, 4): a shallower
+  # student initialised from its teacher (distillation); () = every layer.
+  c.model.layers = ()
   c.model.tokenizer = "minilm"  # Directory with tokenizer.json (used when init is "random").
   c.model.bert = ml_collections.ConfigDict()  # Architecture for random init (a directory brings its own).
   c.model.bert.vocab_size = 30522  # Must match the tokenizer's vocabulary.
@@ -74,6 +82,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.objectives.sts_cosine = 0.0  # MSE(cos(u, v), score / 5).
   c.objectives.triplet = 0.0  # max(|a-p| - |a-n| + margin, 0).
   c.objectives.sigmoid = 0.0  # SigLIP pairwise sigmoid over InfoNCE's candidates (negatives, hard negatives, masks).
+  # Distillation into a bi-encoder (the `distill` block): teacher scores of each query's positive and
+  # negatives from the triples file (`neuralir mine --teacher CE_DIR` writes them), or a teacher's embeddings.
+  c.objectives.margin_mse = 0.0  # MSE(s(q,p) - s(q,n), t(q,p) - t(q,n)) per hard negative (Hofstaetter et al.).
+  c.objectives.listwise_kl = 0.0  # KL(softmax(t / T) || softmax(s)) over each query's positive and negatives.
+  c.objectives.embedding_mse = 0.0  # MSE(student(text), teacher(source text)): Reimers & Gurevych 2020.
+  # Cross-encoder objectives (model.family=cross_encoder), on the logits of (query, document) pairs:
+  c.objectives.ce_pointwise = 0.0  # monoBERT: binary cross-entropy, positive 1 / negatives 0 (or score / 5).
+  c.objectives.ce_listwise = 0.0  # Softmax cross-entropy over the positive and the k negatives of a query.
+  c.objectives.ce_pairwise = 0.0  # duoBERT: BCE on [CLS] q [SEP] d_i [SEP] d_j [SEP], both orders of (p, n_j).
 
   c.infonce = ml_collections.ConfigDict()
   c.infonce.temperature = 0.05  # tau; logits are cos / tau.
@@ -100,6 +117,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.sigmoid = ml_collections.ConfigDict()  # Learnt scale t = exp(log t) and bias b of sigmoid(t q.c + b).
   c.sigmoid.scale_init = 10.0  # SigLIP's initial t.
   c.sigmoid.bias_init = -10.0  # SigLIP's initial b: starts near the prior of mostly negative pairs.
+  c.distill = ml_collections.ConfigDict()
+  # Student scores are scale * cos(q, d) (the InfoNCE logits' 1 / tau) against the teacher's raw logits.
+  c.distill.scale = 20.0
+  c.distill.teacher_temperature = 1.0  # T of listwise_kl's teacher softmax.
+  # Which scores of a triples row teach: "teacher" (teacher_positive_scores / teacher_negative_scores, from
+  # `neuralir mine --teacher`) or "miner" (positive_scores / negative_scores, the mining model's own).
+  c.distill.scores = "teacher"
+  # embedding_mse: the teacher bi-encoder (directory, workdir or "minilm") that embeds each record's anchor
+  # (the source sentence) once before training; the student learns that vector for every text of
+  # distill.embedding_columns (a parallel: source's source and translation; ("anchor",) for one language).
+  c.distill.teacher = ""
+  c.distill.embedding_columns = ("anchor", "positive")
   c.triplet = ml_collections.ConfigDict()
   c.triplet.margin = 1.0  # Euclidean margin (Sentence-BERT paper: 1).
   c.negatives = "global"  # global: candidates gathered from every device; local: own batch only.
@@ -116,7 +145,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.warmup_steps = -1  # Warmup in steps; >= 0 overrides warmup_fraction.
   c.optimizer.weight_decay = 0.01  # AdamW decay; never applied to LayerNorm params or biases.
   c.optimizer.clip_norm = 1.0  # Global gradient-norm clipping (0 = off).
-  c.optimizer.head_lr_multiplier = 1.0  # LR multiplier for the NLI head and learnable temperature.
+  c.optimizer.head_lr_multiplier = 1.0  # LR multiplier for the NLI head, learnable temperature, cross-encoder head.
   c.optimizer.b1 = 0.9  # Adam first-moment decay.
   c.optimizer.b2 = 0.999  # Adam second-moment decay.
   c.optimizer.eps = 1e-8  # Adam denominator epsilon: torch.optim.AdamW's and the HF Trainer's default.

@@ -19,7 +19,8 @@ shared. A family provides:
   train_flops(batch, num_devices)      model FLOPs of one global step, for MFU;
   encoder(params, tokenizer)           the object the evaluation encodes (and predicts NLI) with;
   has_nli_head                         whether that object can predict NLI (nli: eval tasks need it).
-A cross-encoder or a late-interaction model is another class with these members, in its own module.
+Another family is a class with these members in its own module (`cross_encoder.CrossEncoderFamily`),
+chosen by `model.family` in `families.py`.
 """
 
 from __future__ import annotations
@@ -170,6 +171,19 @@ def text_lengths(batch: dict[str, np.ndarray], columns: tuple[str, ...]) -> np.n
                          for c in columns])
 
 
+def keep_layers(enc_config: model_lib.EncoderConfig, params: dict, layers: tuple[int, ...], name: str
+                ) -> tuple[model_lib.EncoderConfig, dict]:
+  """The model with only these of its layers (renumbered 0..n-1 in the given order): a student's init."""
+  total = enc_config.bert.num_hidden_layers
+  if not all(isinstance(i, int) and 0 <= i < total for i in layers) or len(set(layers)) != len(layers):
+    raise ValueError(f"model.layers={layers}: {name} has layers 0..{total - 1}; give distinct indices among "
+                     "them, e.g. --config.model.layers='(0, 2, 4)'.")
+  bert = {k: v for k, v in params["bert"].items() if not k.startswith("layer_")}
+  bert.update({f"layer_{j}": params["bert"][f"layer_{i}"] for j, i in enumerate(layers)})
+  shallow = dataclasses.replace(enc_config.bert, num_hidden_layers=len(layers))
+  return dataclasses.replace(enc_config, bert=shallow), dict(params, bert=bert)
+
+
 def resolve_model(config: ml_collections.ConfigDict
                   ) -> tuple[ml_collections.ConfigDict, tokenization.Tokenizer, Any]:
   """(config, tokenizer, pretrained encoder params or None) for `model.init`.
@@ -190,6 +204,9 @@ def resolve_model(config: ml_collections.ConfigDict
   if not os.path.isdir(path):
     raise FileNotFoundError(f"model.init={init!r} is not a directory: use 'minilm', 'random' or an HF directory.")
   enc_config, params, tokenizer = hf_io.load_hf_directory(path)
+  layers = tuple(config.model.layers)
+  if layers:
+    enc_config, params = keep_layers(enc_config, params, layers, init)
   config.model.bert = ml_collections.ConfigDict(dataclasses.asdict(enc_config.bert))
   if os.path.isfile(os.path.join(path, "1_Pooling", "config.json")):
     config.model.pooling = enc_config.pooling

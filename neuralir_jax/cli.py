@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
   r.add_argument("--index", default="exact", choices=("exact", "scann"), help="first-stage search")
   r.add_argument("--batch-size", type=int, default=32, help="pairs per reranker call")
   r.add_argument("--step", type=int, default=None, help="checkpoint step when --first-stage is a workdir")
+  r.add_argument("--duo", default=None, help="a duoBERT cross-encoder (directory or workdir trained with "
+                 "objectives.ce_pairwise) that re-orders the monoBERT top --duo-top-k by pairwise preferences")
+  r.add_argument("--duo-top-k", type=int, default=10, help="documents per query duoBERT compares (k(k-1) triples)")
   r.add_argument("--output", default=None, help="JSON file for both stages' metrics")
   x = sub.add_parser("export", help="write a PyTorch (transformers + sentence-transformers) directory")
   src = x.add_mutually_exclusive_group(required=True)
@@ -135,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
   m.add_argument("--chunk-size", type=int, default=32_768, help="documents encoded and searched per step")
   m.add_argument("--seed", type=int, default=0, help="for --sampling random")
   m.add_argument("--step", type=int, default=None, help="checkpoint step when --model is a workdir")
+  m.add_argument("--teacher", default=None, help="a cross-encoder (directory or workdir) whose logits of every "
+                 "(query, positive) and (query, negative) are written as teacher_positive_scores / "
+                 "teacher_negative_scores, for distillation (objectives.margin_mse, listwise_kl)")
   return p
 
 
@@ -192,10 +198,14 @@ def json_safe(value: Any) -> Any:
 def _load(path: str, step: int | None = None):
   """An Encoder from a model directory, `minilm`, or a training workdir's checkpoint (latest or `step`)."""
   from neuralir_jax import config_lib, encoder as encoder_lib
+  from neuralir_jax import cross_encoder
   resolved = config_lib.resolve_model_path(path)
   if not os.path.exists(resolved):
     raise FileNotFoundError(f"--model {path}: no such directory; pass a model directory, a training workdir "
                             "or 'minilm'.")
+  if cross_encoder.is_cross_encoder_workdir(resolved) or cross_encoder.is_cross_encoder_directory(resolved):
+    raise ValueError(f"{path} is a cross-encoder: it scores (query, document) pairs and embeds nothing; use "
+                     "`neuralir score --model` or `neuralir rerank --reranker` with it.")
   return encoder_lib.load_encoder(resolved, step=step)
 
 
@@ -250,11 +260,16 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
   return pairs
 
 
-def _load_cross_encoder(path: str):
+def _load_cross_encoder(path: str, step: int | None = None):
+  """A CrossEncoder from a cross-encoder directory or a cross-encoder training workdir (latest or `step`)."""
   from neuralir_jax import config_lib, cross_encoder
   resolved = config_lib.resolve_model_path(path)
   if not os.path.isdir(resolved):
     raise FileNotFoundError(f"--model {path}: no such directory; pass a cross-encoder directory.")
+  if cross_encoder.is_cross_encoder_workdir(resolved):
+    return cross_encoder.load_trained(resolved, step)
+  if step is not None:
+    raise ValueError(f"{path} is a model directory, not a training workdir: drop --step.")
   if not cross_encoder.is_cross_encoder_directory(resolved):
     raise ValueError(f"--model {path}: {os.path.join(resolved, 'config.json')} names no "
                      "*ForSequenceClassification architecture; pass a cross-encoder directory.")
@@ -277,9 +292,10 @@ def _rerank(args) -> dict:
   reranker = _load_cross_encoder(args.reranker)
   if args.first_stage == "bm25" and args.step is not None:
     raise ValueError("--step applies to a training workdir, not to --first-stage bm25: drop --step.")
+  duo = _load_cross_encoder(args.duo) if args.duo else None
   first = "bm25" if args.first_stage == "bm25" else _load(args.first_stage, args.step)
   return rerank.rerank_task(first, reranker, args.task, top_k=args.top_k, index=args.index,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, duo=duo, duo_top_k=args.duo_top_k)
 
 
 def _export(args) -> None:
@@ -288,8 +304,8 @@ def _export(args) -> None:
   if args.workdir and not os.path.isdir(os.path.join(args.workdir, "checkpoints")):
     raise FileNotFoundError(f"{args.workdir}: no checkpoints/ folder; is this a training workdir?")
   source = args.workdir or config_lib.resolve_model_path(args.model)
-  if args.model and cross_encoder.is_cross_encoder_directory(source):
-    model = _load_cross_encoder(source)
+  if cross_encoder.is_cross_encoder_directory(source) or cross_encoder.is_cross_encoder_workdir(source):
+    model = _load_cross_encoder(source, args.step)
     if distributed.is_main_process():
       model.save_pretrained(args.output, overwrite=args.overwrite, source=os.path.abspath(source))
     print(f"exported to {args.output}")
@@ -337,7 +353,7 @@ def run(argv: list[str]) -> int:
   elif args.command == "mine":
     from neuralir_jax import mine
     check_output_file(args.output)
-    mine.run_from_cli(args, _load)
+    mine.run_from_cli(args, _load, _load_cross_encoder)
   elif args.command == "eval":
     text = json.dumps(json_safe(_evaluate(args)), indent=2, sort_keys=True, allow_nan=False)
     print(text)

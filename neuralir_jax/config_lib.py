@@ -36,7 +36,11 @@ STRATEGIES = ("pjit", "pmap")
 DTYPES = ("float32", "bfloat16")
 VIEWS = ("pairs", "triplets", "nli_full", "duplicates")
 SAMPLERS = ("random", "no_duplicates")
-OBJECTIVES = ("nli_softmax", "sts_cosine", "triplet", "infonce", "sigmoid")
+FAMILIES = ("bi_encoder", "cross_encoder")
+CROSS_ENCODER_OBJECTIVES = ("ce_pointwise", "ce_listwise", "ce_pairwise")
+DISTILL_OBJECTIVES = ("margin_mse", "listwise_kl", "embedding_mse")
+OBJECTIVES = ("nli_softmax", "sts_cosine", "triplet", "infonce", "sigmoid") + DISTILL_OBJECTIVES + CROSS_ENCODER_OBJECTIVES
+DISTILL_SCORES = ("teacher", "miner")
 
 # ml_collections.config_flags parses `--config.KEY=VALUE` with these (absl) parsers, by the key's type.
 _PARSERS = {int: flags.IntegerParser(), float: flags.FloatParser(), bool: flags.BooleanParser(),
@@ -205,7 +209,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   """
   _check_loop(config, num_devices)
   _check_model_and_data(config, max_positions)
-  _check_objectives(config)
+  _check_objectives(config, max_positions)
   _check_parallel(config, num_devices)
   _check_optimizer(config)
 
@@ -268,6 +272,9 @@ def _check_model_and_data(config: ml_collections.ConfigDict, max_positions: int 
       _require(config, _value(config, key) <= max_positions, key,
                f"the model has {max_positions} position embeddings; set --config.{key}={max_positions} or less")
   _number(config, "data.num_negatives", 1, 1)
+  if tuple(config.model.layers):
+    _require(config, config.model.init != "random", "model.layers",
+             "selects layers of a pretrained model.init; with model.init=random set model.bert.num_hidden_layers")
   _require(config, isinstance(config.data.packing, bool), "data.packing", "must be true or false")
   _number(config, "data.pack_max_slots", 0, 0)
   _number(config, "data.pack_row_multiple", 4, 1)
@@ -278,7 +285,7 @@ def _check_model_and_data(config: ml_collections.ConfigDict, max_positions: int 
              "must be a string (\"\" for no prompt)")
 
 
-def _check_objectives(config: ml_collections.ConfigDict) -> None:
+def _check_objectives(config: ml_collections.ConfigDict, max_positions: int | None = None) -> None:
   weights = dict(config.objectives.items())
   unknown = sorted(set(weights) - set(OBJECTIVES))
   if unknown:
@@ -288,12 +295,58 @@ def _check_objectives(config: ml_collections.ConfigDict) -> None:
   if not any(weights.values()):
     raise ValueError(f"objectives: every weight is 0 {weights}; give at least one a weight > 0, e.g. "
                      "--config.objectives.infonce=1.")
+  _check_family(config, max_positions, {k for k, v in weights.items() if v})
   _number(config, "infonce.temperature", 0.05, 0, low_open=True)
   _choice(config, "infonce.implementation", INFONCE_IMPLEMENTATIONS)
   _number(config, "infonce.block_size", 1024, 1)
   _number(config, "infonce.queue_size", 0, 0)
   _choice(config, "negatives", NEGATIVES)
   _check_matryoshka(config)
+
+
+def _check_family(config: ml_collections.ConfigDict, max_positions: int | None, on: set[str]) -> None:
+  """Each family trains its own objectives; a cross-encoder's concatenated inputs fit the positions."""
+  _choice(config, "model.family", FAMILIES)
+  _number(config, "distill.scale", 20.0, 0, low_open=True)
+  _number(config, "distill.teacher_temperature", 1.0, 0, low_open=True)
+  _choice(config, "distill.scores", DISTILL_SCORES)
+  cross = on & set(CROSS_ENCODER_OBJECTIVES)
+  if config.model.family == "bi_encoder":
+    if cross:
+      raise ValueError(f"objectives {sorted(cross)} train a cross-encoder: set --config.model.family="
+                       "cross_encoder, or set their weights to 0.")
+    if "embedding_mse" in on:
+      _require(config, bool(config.distill.teacher), "distill.teacher",
+               "objectives.embedding_mse needs a teacher bi-encoder: set --config.distill.teacher=minilm (or a "
+               "model directory or workdir)")
+      columns = tuple(config.distill.embedding_columns)
+      _require(config, bool(columns) and set(columns) <= {"anchor", "positive"}, "distill.embedding_columns",
+               "use ('anchor',) or ('anchor', 'positive')")
+      _require(config, not tuple(config.matryoshka.dims), "matryoshka.dims",
+               "embedding_mse matches the teacher's full vector: set --config.matryoshka.dims='()'")
+    return
+  other = sorted(on - set(CROSS_ENCODER_OBJECTIVES))
+  if other:
+    raise ValueError(f"model.family='cross_encoder' trains objectives.ce_* only; set the weights of {other} to "
+                     f"0 (e.g. --config.objectives.{other[0]}=0).")
+  if not cross:
+    raise ValueError("model.family='cross_encoder' with every ce_* objective at 0: give one a weight, e.g. "
+                     "--config.objectives.ce_listwise=1.")
+  _require(config, not config.data.packing, "data.packing",
+           "cross-encoders train on padded (query, document) pairs: set --config.data.packing=false")
+  _require(config, not tuple(config.eval.tasks), "eval.tasks",
+           "a cross-encoder is evaluated with `neuralir rerank` after training: set --config.eval.tasks='()'")
+  _require(config, not tuple(config.matryoshka.dims), "matryoshka.dims",
+           "a cross-encoder has no embedding to truncate: set --config.matryoshka.dims='()'")
+  if max_positions is not None:
+    query = config.data.query_max_length or config.data.max_length
+    document = config.data.document_max_length or config.data.max_length
+    documents = 2 if "ce_pairwise" in cross else 1
+    length = query + documents * (document - 1)
+    _require(config, length <= max_positions, "data.document_max_length",
+             f"[CLS] query [SEP] {'d_i [SEP] d_j' if documents == 2 else 'document'} [SEP] takes up to "
+             f"{length} tokens (query {query} + {documents} x (document {document} - 1)), more than the model's "
+             f"{max_positions} positions; lower data.query_max_length or data.document_max_length")
 
 
 def _check_matryoshka(config: ml_collections.ConfigDict) -> None:

@@ -2,7 +2,8 @@
 
 A source is `tfds:NAME[/CONFIG]:SPLIT` (read with `tfds.data_source`, array_record, no TensorFlow; it must be
 prepared beforehand: nothing is downloaded here), `nli:FILE.jsonl[.gz]`, `sts:FILE.tsv[.gz]`,
-`beir:DIR[:SPLIT]` or `triples:FILE` (see `readers`).
+`beir:DIR[:SPLIT]`, `triples:FILE` or `parallel:FILE.tsv` (see `readers`); several sources joined with
+commas are read one after the other into one set of records.
 `load_records(spec, view)` turns it into the records one training objective needs:
 
   pairs       NLI: premise, hypothesis, label (int);  STS: sentence1, sentence2, score (float)
@@ -10,6 +11,7 @@ prepared beforehand: nothing is downloaded here), `nli:FILE.jsonl[.gz]`, `sts:FI
               triples files: query/positive/negative; BEIR: query and a relevant document, no negative)
   nli_full    anchor, positive, negative, neutral (NLI premises that have all three labels)
   duplicates  anchor == positive, every distinct sentence once (unsupervised SimCSE)
+  (parallel sources give anchor = source sentence, positive = its translation, in every view but duplicates)
 
 `make_train_iterator` shuffles the records with grain (a new permutation each epoch, epochs concatenated into
 one stream), cuts the stream into global batches and gives process p the p-th contiguous slice of each,
@@ -37,11 +39,14 @@ from neuralir_jax import config_lib, packing, readers
 from neuralir_jax.readers import NLI_LABELS, load_beir, read_nli, read_sts  # noqa: F401 (re-exported)
 from neuralir_jax.tokenization import Tokenizer
 
-SCHEMES = ("tfds", "nli", "sts", "beir", "triples")
+SCHEMES = ("tfds", "nli", "sts", "beir", "triples", "parallel")
 SOURCE_SYNTAX = ("tfds:NAME[/CONFIG]:SPLIT, nli:FILE.jsonl[.gz], sts:FILE.tsv[.gz], beir:DIR[:SPLIT], "
-                 "triples:FILE")
+                 "triples:FILE, parallel:FILE.tsv[.gz]")
 VIEWS = config_lib.VIEWS
-SCALAR_COLUMNS = {"label": np.int32, "score": np.float32}
+# Per-record values batched beside the texts: NLI label, STS score, distillation teacher scores [1 + k]
+# (positive then negatives) and teacher embeddings [D].
+SCALAR_COLUMNS = {"label": np.int32, "score": np.float32, "teacher_scores": np.float32,
+                  "teacher_embedding": np.float32}
 SAMPLERS = config_lib.SAMPLERS
 ENTAILMENT, NEUTRAL, CONTRADICTION = range(3)
 
@@ -207,25 +212,51 @@ def _read_pairs(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -
 
 
 def load_records(source_spec: str, view: str, *, seed: int = 0, skip_invalid: bool = False,
-                 tfds_data_dir: str | None = None, num_negatives: int = 1) -> list[dict]:
+                 tfds_data_dir: str | None = None, num_negatives: int = 1,
+                 scores: str | None = None) -> list[dict]:
   """The records of one training view (see the module docstring) of a source string.
 
   `skip_invalid` skips (and counts) bad rows instead of raising `FILE:LINE: ...`; a view that ends up
   with no record raises a one-line ValueError naming the source. `num_negatives` (k) hard negatives are
-  taken from each triples row (the first k of its list; "negative" is a list when k > 1).
+  taken from each triples row (the first k of its list; "negative" is a list when k > 1). `scores`
+  ("teacher" or "miner", see `readers.SCORE_PREFIXES`) adds each triples record's `teacher_scores`: its
+  positive's score, then its k negatives'.
   """
   if view not in VIEWS:
     raise ValueError(f"unknown view {view!r} for {source_spec!r}; use one of {VIEWS}.")
-  records = _view_records(parse_source(source_spec), source_spec, view, seed, skip_invalid, tfds_data_dir,
-                          num_negatives)
+  if "," in source_spec:
+    return _joined_records(source_spec.split(","), view, seed=seed, skip_invalid=skip_invalid,
+                           tfds_data_dir=tfds_data_dir, num_negatives=num_negatives, scores=scores)
+  source = parse_source(source_spec)
+  if scores is not None and source.kind != "triples":
+    raise ValueError(f"{source_spec}: distillation from scores reads them from a triples: JSONL file (`neuralir "
+                     "mine --teacher CE_DIR` writes one); use such a source or turn margin_mse/listwise_kl off.")
+  records = _view_records(source, source_spec, view, seed, skip_invalid, tfds_data_dir, num_negatives, scores)
   if not records:
     raise ValueError(f"{source_spec}: view {view!r} gives no records; use another view or source "
                      f"(views: {', '.join(VIEWS)}).")
   return records
 
 
+def _joined_records(specs: list[str], view: str, **kwargs) -> list[dict]:
+  """Records of several sources, in order; the duplicates view keeps each distinct text once over all."""
+  if view == "duplicates":
+    texts = [t for spec in specs for t in _texts_of(parse_source(spec), kwargs["skip_invalid"],
+                                                      kwargs["tfds_data_dir"])]
+    return duplicates_view(texts)
+  parts = [load_records(spec, view, **kwargs) for spec in specs]
+  for spec, part in zip(specs[1:], parts[1:]):
+    if set(part[0]) != set(parts[0][0]):
+      raise ValueError(f"{spec}: its {view!r} records have keys {sorted(part[0])}, {specs[0]}'s have "
+                       f"{sorted(parts[0][0])}; join sources whose records match, or use the duplicates view.")
+  return [r for part in parts for r in part]
+
+
 def _view_records(source: Source, source_spec: str, view: str, seed: int, skip_invalid: bool,
-                  tfds_data_dir: str | None, num_negatives: int) -> list[dict]:
+                  tfds_data_dir: str | None, num_negatives: int, scores: str | None = None) -> list[dict]:
+  if source.kind == "parallel" and view != "duplicates":
+    return [{"anchor": r["source"], "positive": target} for r in readers.read_parallel(source.path, skip_invalid)
+            for target in r["targets"]]
   if view == "pairs":
     return _read_pairs(source, skip_invalid, tfds_data_dir)
   if view == "duplicates":
@@ -234,7 +265,7 @@ def _view_records(source: Source, source_spec: str, view: str, seed: int, skip_i
     raise ValueError(f"{source_spec}: view 'nli_full' needs an NLI source (nli: or tfds:snli...).")
   if source.kind == "triples":
     return tuple_records(readers.read_tuples(source.path, skip_invalid), num_negatives, source.path,
-                         skip_invalid)
+                         skip_invalid, scores)
   if source.kind == "beir":
     return beir_pairs_view(*load_beir(source.path, source.split, skip_invalid))
   rows = _read_pairs(source, skip_invalid, tfds_data_dir)
@@ -283,16 +314,30 @@ def beir_pairs_view(corpus: dict[str, str], queries: dict[str, str],
           for qid, docs in qrels.items() for doc_id, grade in docs.items() if grade > 0]
 
 
-def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_invalid: bool) -> list[dict]:
+def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_invalid: bool,
+                  scores: str | None = None) -> list[dict]:
   """`readers.read_tuples` rows -> one record per (query, positive) with the row's first k negatives.
 
   Records carry anchor/positive/negative texts and, where the file gives them, anchor_id, positive_id and
   negative_id (a list when k > 1). A file whose rows have no negatives gives (anchor, positive) records; a
   row with fewer than k negatives raises `FILE:LINE` (or is skipped and counted with skip_invalid).
+  `scores` adds `teacher_scores` [1 + k] from the rows' score lists (a row without them raises `FILE:LINE`).
   """
   if num_negatives < 1:
     raise ValueError(f"data.num_negatives={num_negatives}: use 1 or more.")
   with_negatives = any(r["negatives"] for r in rows)
+  if scores is not None:
+    prefix = readers.SCORE_PREFIXES[scores]
+    keys = (f"{prefix}positive_scores", f"{prefix}negative_scores")
+    if not with_negatives:
+      raise ValueError(f"{path}: no row has negatives; distillation scores a query's positive against its "
+                       "negatives: mine some with `neuralir mine`.")
+    for r in rows:
+      missing = [k for k in keys if k not in r]
+      if missing:
+        hint = ("score them with `neuralir mine --teacher CE_DIR`, or set --config.distill.scores=miner"
+                if scores == "teacher" else "write them with `neuralir mine`")
+        raise ValueError(f"{path}:{r['line']}: no {' / '.join(missing)} (distill.scores={scores!r}); {hint}.")
   records, short = [], 0
   for r in rows:
     if with_negatives and len(r["negatives"]) < num_negatives:
@@ -316,6 +361,8 @@ def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_inva
         record["negative"] = negatives[0] if num_negatives == 1 else list(negatives)
         if ids is not None:
           record["negative_id"] = ids[0] if num_negatives == 1 else list(ids[:num_negatives])
+      if scores is not None:
+        record["teacher_scores"] = [r[keys[0]][j], *r[keys[1]][:num_negatives]]
       records.append(record)
   if short:
     logging.warning("%s: skipped %d of %d rows with fewer than data.num_negatives=%d negatives "
@@ -324,6 +371,8 @@ def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_inva
 
 
 def _texts_of(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -> list[str]:
+  if source.kind == "parallel":
+    return [t for r in readers.read_parallel(source.path, skip_invalid) for t in [r["source"], *r["targets"]]]
   if source.kind == "triples":
     return [t for r in readers.read_tuples(source.path, skip_invalid)
             for t in [r["query"], *r["positives"], *r["negatives"]]]

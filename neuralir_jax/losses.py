@@ -66,6 +66,22 @@ def triplet_loss(a_BxD: jax.Array, p_BxD: jax.Array, n_BxD: jax.Array, margin: f
   return jnp.mean(jax.nn.relu(d_pos_B - d_neg_B + margin))
 
 
+def margin_mse_loss(student_BxN: jax.Array, teacher_BxN: jax.Array) -> jax.Array:
+  """MarginMSE (Hofstaetter et al., 2020; sentence-transformers' MarginMSELoss): column 0 is the positive,
+  the others negatives; the mean over queries and negatives of (s_pos - s_neg - (t_pos - t_neg))^2."""
+  student = student_BxN[:, :1] - student_BxN[:, 1:]
+  teacher = teacher_BxN[:, :1] - teacher_BxN[:, 1:]
+  return jnp.mean((student - teacher) ** 2)
+
+
+def listwise_kl_loss(student_BxN: jax.Array, teacher_BxN: jax.Array, teacher_temperature: float = 1.0
+                     ) -> jax.Array:
+  """Mean over queries of KL(softmax(teacher / T) || softmax(student)) over each query's candidates."""
+  log_p_teacher = jax.nn.log_softmax(teacher_BxN / teacher_temperature, axis=-1)
+  log_p_student = jax.nn.log_softmax(student_BxN, axis=-1)
+  return jnp.mean(jnp.sum(jnp.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1))
+
+
 def temperature_from_log(log_temperature: jax.Array) -> jax.Array:
   """tau = exp(log_tau), clipped below at MIN_TEMPERATURE (no gradient past the clip)."""
   return jnp.exp(jnp.maximum(log_temperature, math.log(MIN_TEMPERATURE)))

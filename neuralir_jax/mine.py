@@ -475,7 +475,22 @@ def write_jsonl(rows: Sequence[dict], path: str) -> None:
   os.replace(tmp, path)
 
 
-def run_from_cli(args, load_encoder: Callable[[str, int | None], Any]) -> list[dict]:
+def add_teacher_scores(rows: list[dict], teacher: Any, batch_size: int = 32) -> list[dict]:
+  """Copies of mined rows with `teacher_positive_scores` / `teacher_negative_scores`: the cross-encoder's
+  logits (not probabilities: MarginMSE distils logit margins) of each (query, positive) and (query, negative)."""
+  pairs = [(r["query"], d) for r in rows for d in (*r["positives"], *r["negatives"])]
+  logits = teacher.predict_logits(pairs, batch_size=batch_size)[:, 0] if pairs else np.zeros(0, np.float32)
+  out, start = [], 0
+  for r in rows:
+    p, n = len(r["positives"]), len(r["negatives"])
+    scores = [float(x) for x in logits[start:start + p + n]]
+    out.append(dict(r, teacher_positive_scores=scores[:p], teacher_negative_scores=scores[p:]))
+    start += p + n
+  return out
+
+
+def run_from_cli(args, load_encoder: Callable[[str, int | None], Any],
+                 load_teacher: Callable[[str], Any] | None = None) -> list[dict]:
   """`neuralir mine`: checks the flags and files before any model is loaded, mines, writes --output."""
   if os.path.exists(args.output):
     raise FileExistsError(f"--output {args.output}: already exists; pass a new path (mine never overwrites).")
@@ -485,6 +500,7 @@ def run_from_cli(args, load_encoder: Callable[[str, int | None], Any]) -> list[d
   resolve_range_max(args.num_negatives, args.range_min, args.range_max, 1, False)  # Early check; final below.
   if args.max_length is not None and args.model == BM25:
     raise ValueError("--max-length applies to dense models; BM25 reads whole texts: drop --max-length.")
+  teacher = load_teacher(args.teacher) if getattr(args, "teacher", None) else None  # Fails before mining.
   data = load_data(args.data)
   model = BM25 if args.model == BM25 else load_encoder(args.model, args.step)
   if args.max_length is not None:
@@ -494,6 +510,8 @@ def run_from_cli(args, load_encoder: Callable[[str, int | None], Any]) -> list[d
                              range_max=args.range_max, margin=args.margin, relative_margin=args.relative_margin,
                              sampling=args.sampling, index=args.index, batch_size=args.batch_size,
                              chunk_size=args.chunk_size, seed=args.seed, show_progress=show_progress)
+  if teacher is not None:
+    rows = add_teacher_scores(rows, teacher, args.batch_size)
   if distributed.is_main_process():
     write_jsonl(rows, args.output)
   print(f"wrote {args.output}: {len(rows)} queries, {sum(len(r['negative_ids']) for r in rows)} negatives")

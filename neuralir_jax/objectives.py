@@ -8,7 +8,11 @@ optional `c_hash` int32[B] (or [B, k]), `label` int32[B], `score` float32[B]. Th
   sts_cosine   (sentence1, sentence2, score) or (premise, hypothesis, score);
   triplet      (anchor, positive, negative);
   infonce      (anchor, positive[, negative]) with in-batch, cross-device and hard negatives;
-  sigmoid      the same candidates, SigLIP's pairwise sigmoid loss (`losses.sigmoid_loss`).
+  sigmoid      the same candidates, SigLIP's pairwise sigmoid loss (`losses.sigmoid_loss`);
+  margin_mse, listwise_kl  (anchor, positive, negative, teacher_scores [B, 1 + k]): distillation of a
+               teacher's scores into scale * q.d (`losses.margin_mse_loss`, `losses.listwise_kl_loss`);
+  embedding_mse  distill.embedding_columns and teacher_embedding [B, D]: MSE to a teacher's vector of the
+               source text (multilingual knowledge distillation).
 Each text column is embedded once per step: `stack_texts` puts every column of a batch into one
 [B, R, L] array for a single encoder call and `split_embeddings` cuts the result back into columns.
 
@@ -91,6 +95,20 @@ def text_columns(config: ml_collections.ConfigDict, keys: set[str]) -> tuple[str
     _require("triplet", ("anchor", "positive", "negative"), cols, keys,
              "use data.view=triplets on a source with negatives, or set objectives.triplet=0.")
     used |= {"anchor", "positive", "negative"}
+  if "margin_mse" in objectives or "listwise_kl" in objectives:
+    _require("margin_mse / listwise_kl", ("anchor", "positive", "negative"), cols, keys,
+             "distillation scores a query's positive against its negatives: train on a triples: file with "
+             "negatives and scores (neuralir mine [--teacher CE_DIR]), data.view=triplets.")
+    if "teacher_scores" not in keys:
+      raise ValueError("margin_mse / listwise_kl need teacher scores: load the triples with distill.scores "
+                       "(train.make_iterator does), from a file `neuralir mine --teacher CE_DIR` wrote.")
+    used |= {"anchor", "positive", "negative"}
+  if "embedding_mse" in objectives:
+    wanted = tuple(config.distill.embedding_columns)
+    _require("embedding_mse", wanted, cols, keys,
+             "a parallel: source gives anchor and positive; one-language sentences (e.g. the duplicates view) "
+             "give anchor only: set --config.distill.embedding_columns='(\"anchor\",)'.")
+    used |= set(wanted)
   if "infonce" in objectives or "sigmoid" in objectives:
     if config.infonce.hard_negatives:
       _require("infonce", ("anchor", "positive", "negative"), cols, keys,
@@ -217,6 +235,21 @@ def _objective_losses(config, rest, embs, aux, axis_name):
     metrics["loss/sigmoid"] = _sigmoid(config, rest, embs, aux, axis_name)
     metrics["sigmoid_scale"] = jnp.exp(rest["sigmoid"]["log_scale"])
     metrics["sigmoid_bias"] = rest["sigmoid"]["bias"]
+  if "margin_mse" in objectives or "listwise_kl" in objectives:
+    q = embs["anchor"]
+    docs_bxNxD = jnp.concatenate([embs["positive"][:, None],
+                                  embs["negative"].reshape(q.shape[0], -1, q.shape[-1])], axis=1)
+    student_bxN = float(config.distill.scale) * jnp.einsum("bd,bnd->bn", q, docs_bxNxD)
+    teacher_bxN = aux["teacher_scores"]
+    if "margin_mse" in objectives:
+      metrics["loss/margin_mse"] = losses.margin_mse_loss(student_bxN, teacher_bxN)
+    if "listwise_kl" in objectives:
+      metrics["loss/listwise_kl"] = losses.listwise_kl_loss(student_bxN, teacher_bxN,
+                                                            float(config.distill.teacher_temperature))
+  if "embedding_mse" in objectives:
+    teacher = aux["teacher_embedding"]
+    metrics["loss/embedding_mse"] = jnp.mean(jnp.stack([
+        jnp.mean((embs[c].astype(jnp.float32) - teacher) ** 2) for c in config.distill.embedding_columns]))
   for name, weight in objectives.items():
     total = total + weight * metrics[f"loss/{name}"]
   return total, metrics

@@ -61,12 +61,16 @@ def make_optimizer(opt_config: ml_collections.ConfigDict,
                            weight_decay=float(opt_config.weight_decay), mask=decay_mask))
   multiplier = float(opt_config.head_lr_multiplier)
   if multiplier != 1.0:
-    # Fresh params (the NLI head, the learnable temperature) next to a pretrained encoder need a larger
-    # step than the encoder's fine-tuning rate to learn anything in a short run.
+    # Fresh params (the NLI head, the learnable temperature, a cross-encoder's classifier) next to a
+    # pretrained encoder need a larger step than the encoder's fine-tuning rate to learn in a short run.
     parts.append(optax.masked(optax.scale(multiplier), non_encoder_mask))
   return optax.chain(*parts), schedule
 
 
 def non_encoder_mask(params: Any) -> Any:
-  """True for every leaf outside params['encoder'] (heads, log_temperature)."""
-  return {k: jax.tree.map(lambda _: k != "encoder", v) for k, v in params.items()}
+  """True for every leaf outside params['encoder'] (heads, log_temperature) and for a cross-encoder's
+  classifier (params['encoder']['classifier'], a fresh head on a pretrained body)."""
+  def fresh(path, _):
+    names = _path_names(path)
+    return names[0] != "encoder" or names[1:2] == ["classifier"]
+  return jax.tree_util.tree_map_with_path(fresh, params)

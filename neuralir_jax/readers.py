@@ -298,6 +298,23 @@ def read_sts(path: str, skip_invalid: bool = False) -> Rows:
   return _collect(path, rows, parse, skip_invalid)
 
 
+def read_parallel(path: str, skip_invalid: bool = False) -> Rows:
+  """Parallel sentences, `source<TAB>target` per line, no header (sentence-transformers' parallel-sentences
+  TSV files; further tab-separated translations of the source are allowed) -> [{source, targets}]."""
+  def parse(raw):
+    if isinstance(raw, RowError):
+      raise raw
+    if not raw:
+      return None
+    fields = [f.strip() for f in raw.split("\t")]
+    if len(fields) < 2:
+      raise RowError("one field; write source<TAB>target (a sentence and its translation)")
+    if not all(fields):
+      raise RowError("an empty sentence; every tab-separated field needs text")
+    return {"source": fields[0], "targets": fields[1:]}
+  return _collect(path, read_lines(path), parse, skip_invalid)
+
+
 def read_triples(path: str, skip_invalid: bool = False) -> Rows:
   """Triples, TSV with header query/positive/negative or JSONL with those keys -> [{query, positive, negative}]."""
   def parse(row):
@@ -319,6 +336,19 @@ def _text_list(row: dict, key: str, allow_empty: bool) -> list[str]:
   if any(not v.strip() for v in value):
     raise RowError(f"empty text in '{key}'; remove it or fill in the text")
   return value
+
+
+# Scores a tuples row may carry per positive and negative (`neuralir mine` writes the miner's; `--teacher`
+# adds a cross-encoder's): distill.scores -> key prefix.
+SCORE_PREFIXES = {"miner": "", "teacher": "teacher_"}
+
+
+def _score_list(row: dict, key: str, count: int) -> list[float]:
+  values = row[key]
+  if (not isinstance(values, list) or len(values) != count
+      or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+    raise RowError(f"field '{key}' must be a list of {count} finite numbers, one per text")
+  return [float(v) for v in values]
 
 
 def _id_list(row: dict, list_key: str, single_key: str, count: int, texts_key: str) -> list[str] | None:
@@ -345,6 +375,8 @@ def read_tuples(path: str, skip_invalid: bool = False) -> Rows:
   `positive_ids`), and optionally `negative` or a list `negatives` (ids: `neg_id` or `negative_ids`) in the
   order they are to be used (`neuralir mine` writes them best-scored first). Returns rows
   {line, query, query_id, positives, positive_ids, negatives, negative_ids}; ids are None when absent.
+  Score lists, one number per text, are kept when present: `positive_scores` / `negative_scores` (the
+  miner's) and `teacher_positive_scores` / `teacher_negative_scores` (a cross-encoder's).
   """
   def texts_of(row, single, required):  # (texts, the key they came from): `single` or the list `single`s.
     if single + "s" in row:
@@ -362,11 +394,17 @@ def read_tuples(path: str, skip_invalid: bool = False) -> Rows:
       raise RowError("field 'query_id' must be a string or an integer")
     positives, positive_key = texts_of(row, "positive", required=True)
     negatives, negative_key = texts_of(row, "negative", required=False)
-    return {"query": query, "query_id": None if query_id is None else str(query_id),
-            "positives": positives,
-            "positive_ids": _id_list(row, "positive_ids", "pos_id", len(positives), positive_key),
-            "negatives": negatives,
-            "negative_ids": _id_list(row, "negative_ids", "neg_id", len(negatives), negative_key)}
+    out = {"query": query, "query_id": None if query_id is None else str(query_id),
+           "positives": positives,
+           "positive_ids": _id_list(row, "positive_ids", "pos_id", len(positives), positive_key),
+           "negatives": negatives,
+           "negative_ids": _id_list(row, "negative_ids", "neg_id", len(negatives), negative_key)}
+    for prefix in SCORE_PREFIXES.values():
+      for what, texts in (("positive", positives), ("negative", negatives)):
+        key = f"{prefix}{what}_scores"
+        if key in row:
+          out[key] = _score_list(row, key, len(texts))
+    return out
 
   def parse_tsv(row):
     return {"query": _text(row, "query"), "query_id": None, "positives": [_text(row, "positive")],

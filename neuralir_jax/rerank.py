@@ -3,7 +3,8 @@
 First stage: a bi-encoder (`Encoder`, exact or ScaNN search through `evaluate.evaluate_retrieval`) or BM25
 (bm25s, as `neuralir mine --model bm25` scores). The reranker (`cross_encoder.CrossEncoder`, monoBERT) scores
 every (query, document) pair of each query's top `top_k` and the documents are ordered by that score; the
-run keeps only those k documents, as BEIR's re-ranking evaluation does. Both runs are scored with the metrics
+run keeps only those k documents, as BEIR's re-ranking evaluation does. An optional duoBERT stage
+(`duo_run`) re-orders the top few of the monoBERT ranking by pairwise preferences. Both runs are scored with the metrics
 of `neuralir eval` (`evaluate.RETRIEVAL_METRICS`), so the two stages are directly comparable. The pairs are
 scored in batches split over the local devices.
 """
@@ -53,11 +54,40 @@ def rerank_run(reranker, run: Mapping[str, Mapping[str, float]], corpus: Mapping
   return out
 
 
+def duo_run(duo, run: Mapping[str, Mapping[str, float]], corpus: Mapping[str, str],
+            queries: Mapping[str, str], top_k: int, batch_size: int = 32) -> Run:
+  """duoBERT on each query's top_k of `run` (Pradeep et al., 2021): every ordered pair (d_i, d_j), i != j,
+  gets p_ij = sigmoid(duo logit of [CLS] q [SEP] d_i [SEP] d_j [SEP]) and d_i the sum over j of p_ij. The
+  top_k are ordered by that sum, above the rest of the run, which keeps its order."""
+  triples, keys = [], []
+  tops = {}
+  for qid, docs in run.items():
+    tops[qid] = ir_metrics.rank_documents(docs)[:top_k]
+    for a in tops[qid]:
+      for b in tops[qid]:
+        if a != b:
+          triples.append((queries[qid], corpus[a], corpus[b]))
+          keys.append((qid, a))
+  logits = duo.predict_triples(triples, batch_size=batch_size) if triples else np.zeros(0)
+  sums: dict[tuple[str, str], float] = {}
+  for key, logit in zip(keys, logits):
+    sums[key] = sums.get(key, 0.0) + float(1.0 / (1.0 + np.exp(-logit)))
+  out: Run = {}
+  for qid, docs in run.items():
+    above = max(docs.values(), default=0.0) + 1.0  # The duo-ranked documents stay above the others.
+    out[qid] = dict(docs)
+    for doc_id in tops[qid]:
+      out[qid][doc_id] = above + sums.get((qid, doc_id), 0.0)
+  return out
+
+
 def rerank_task(first_stage: Any, reranker, task: str, *, top_k: int = 100, index: str = "exact",
-                batch_size: int = 32, encode_batch_size: int = 128) -> dict:
-  """{"task", "top_k", "first_stage": metrics, "reranked": metrics} for a `beir:DIR[:SPLIT]` task.
+                batch_size: int = 32, encode_batch_size: int = 128, duo=None, duo_top_k: int = 10) -> dict:
+  """{"task", "top_k", "first_stage": metrics, "reranked": metrics[, "duo": metrics]} for a
+  `beir:DIR[:SPLIT]` task.
 
   first_stage: "bm25" or an `Encoder` (its query / document prompts apply, as in `neuralir eval`).
+  duo: a duoBERT `CrossEncoder` that re-orders each query's top duo_top_k of the monoBERT ranking.
   """
   from neuralir_jax import data
   source = data.parse_source(task)
@@ -81,6 +111,15 @@ def rerank_task(first_stage: Any, reranker, task: str, *, top_k: int = 100, inde
   reranked_run = rerank_run(reranker, run, corpus, queries, top_k, batch_size)
   reranked = ir_metrics.compute_metrics(reranked_run, qrels, evaluate.RETRIEVAL_METRICS)
   rerank_seconds = time.perf_counter() - tic
-  return {"task": task, "top_k": top_k, "first_stage": dict(first, seconds=first_seconds),
-          "reranked": dict(reranked, seconds=rerank_seconds,
-                           pairs=sum(min(len(d), top_k) for d in run.values()))}
+  out = {"task": task, "top_k": top_k, "first_stage": dict(first, seconds=first_seconds),
+         "reranked": dict(reranked, seconds=rerank_seconds, pairs=sum(min(len(d), top_k) for d in run.values()))}
+  if duo is not None:
+    if duo_top_k < 2:
+      raise ValueError(f"--duo-top-k {duo_top_k}: duoBERT compares documents; pass 2 or more.")
+    tic = time.perf_counter()
+    final = duo_run(duo, reranked_run, corpus, queries, duo_top_k, batch_size)
+    out["duo_top_k"] = duo_top_k
+    out["duo"] = dict(ir_metrics.compute_metrics(final, qrels, evaluate.RETRIEVAL_METRICS),
+                      seconds=time.perf_counter() - tic,
+                      triples=sum(min(len(d), duo_top_k) * (min(len(d), duo_top_k) - 1) for d in reranked_run.values()))
+  return out

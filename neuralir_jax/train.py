@@ -7,7 +7,7 @@ and at the last step. A finished workdir returns at once. SIGTERM (preemption) a
 checkpoint of the current step and stop: SIGTERM returns normally, SIGINT then raises KeyboardInterrupt.
 A NaN/Inf loss stops before anything is saved, so the last good checkpoint stays intact.
 
-The loop knows nothing of bi-encoders: the family (`bi_encoder.BiEncoder`) gives the params, inputs and
+The loop knows nothing of bi-encoders or cross-encoders: the family (`families.make_family`) gives the params, inputs and
 loss, `steps.py` the strategy (pjit or pmap).
 """
 
@@ -21,9 +21,10 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
-from neuralir_jax import bi_encoder, checkpoint, config_lib, data, distributed, evaluate, gradcache, optimizer
-from neuralir_jax import preemption, sharding, steps, tokenization, workdir as workdir_lib
+from neuralir_jax import checkpoint, config_lib, data, distributed, evaluate, gradcache, optimizer
+from neuralir_jax import families, preemption, sharding, steps, tokenization, workdir as workdir_lib
 from neuralir_jax import model as model_lib
 from neuralir_jax.metric_writer import MetricWriter, Throughput
 
@@ -39,9 +40,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) in `workdir`; returns the last logged metrics and `step`. `config` is not changed."""
   distributed.setup()
   mesh = sharding.make_mesh()
-  config, tokenizer, pretrained = bi_encoder.resolve_model(config)
+  config, tokenizer, pretrained = families.resolve_model(config)
   config_lib.validate(config, num_devices=mesh.size, max_positions=model_lib.BertConfig(**config.model.bert).max_positions)
-  family = bi_encoder.BiEncoder(config)
+  family = families.make_family(config)
   evaluate.check_tasks(config.eval.tasks, tfds_data_dir=config.data.tfds_data_dir or None,
                        has_nli_head=family.has_nli_head)
   workdir_lib.check_writable(workdir)
@@ -109,10 +110,14 @@ def make_iterator(config: ml_collections.ConfigDict, family, tokenizer: tokeniza
   """This process's resumable batches of `config.data.train`: the columns the family's objectives read,
   anchors with the query length and prompt, positives and negatives with the document ones; packed over
   num_devices devices with `data.packing` (rows per device a multiple of the GradCache chunk count too)."""
+  on = {name for name, weight in config.objectives.items() if weight}
   records = data.load_records(config.data.train, config.data.view, seed=config.seed,
                               skip_invalid=config.data.skip_invalid,
                               tfds_data_dir=config.data.tfds_data_dir or None,
-                              num_negatives=config.data.num_negatives)
+                              num_negatives=config.data.num_negatives,
+                              scores=config.distill.scores if on & {"margin_mse", "listwise_kl"} else None)
+  if "embedding_mse" in on:
+    records = attach_teacher_embeddings(records, config)
   columns = family.text_columns(set(records[0]))
   query_length = config.data.query_max_length or config.data.max_length
   document_length = config.data.document_max_length or config.data.max_length
@@ -126,6 +131,29 @@ def make_iterator(config: ml_collections.ConfigDict, family, tokenizer: tokeniza
       process_index=jax.process_index(), process_count=jax.process_count(), max_lengths=max_lengths,
       prompts={c: p for c, p in prompts.items() if p}, sampler=config.data.sampler,
       packing_spec=_packing_spec(config, num_devices))
+
+
+def attach_teacher_embeddings(records: list[dict], config: ml_collections.ConfigDict) -> list[dict]:
+  """Copies of the records with `teacher_embedding`: distill.teacher's vector of each record's anchor (the
+  source sentence), every distinct anchor encoded once, before training (the teacher stays fixed)."""
+  from neuralir_jax import encoder as encoder_lib
+  path = config_lib.resolve_model_path(config.distill.teacher)
+  try:
+    teacher = encoder_lib.load_encoder(path)
+  except (FileNotFoundError, ValueError, OSError) as e:
+    raise type(e)(f"distill.teacher={config.distill.teacher!r}: {e}") from None
+  student_dim = int(config.model.bert.hidden_size)
+  if teacher.config.bert.hidden_size != student_dim:
+    raise ValueError(f"distill.teacher={config.distill.teacher!r} embeds in {teacher.config.bert.hidden_size} "
+                     f"dimensions, the student in {student_dim}: embedding_mse needs equal sizes; pick a "
+                     "student of the teacher's width.")
+  texts = sorted({r["anchor"] for r in records})
+  tic = time.perf_counter()
+  vectors = teacher.encode(texts, batch_size=config.eval.batch_size)
+  logging.info("distill: %s embedded %d source texts in %.0f s", config.distill.teacher, len(texts),
+               time.perf_counter() - tic)
+  index = {t: i for i, t in enumerate(texts)}
+  return [dict(r, teacher_embedding=np.asarray(vectors[index[r["anchor"]]], np.float32)) for r in records]
 
 
 def _packing_spec(config: ml_collections.ConfigDict, num_devices: int) -> data.Packing | None:

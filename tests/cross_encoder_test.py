@@ -163,11 +163,82 @@ def test_rerank_scores_both_stages_as_eval_and_sentence_transformers(ce_dir, sma
 
 
 def test_rerank_bm25_first_stage(ce_dir, small_beir, tmp_path):
+  """BM25 -> monoBERT top 10 -> duoBERT top 3 (the same directory serves as both here)."""
   out = tmp_path / "bm25.json"
   assert cli.run(["rerank", "--first-stage", "bm25", "--reranker", ce_dir, "--task", f"beir:{small_beir}",
-                  "--top-k", "10", "--output", str(out)]) == 0
+                  "--top-k", "10", "--duo", ce_dir, "--duo-top-k", "3", "--output", str(out)]) == 0
   result = json.loads(out.read_text())
   assert set(result["first_stage"]) >= set(("ndcg@10", "recall@100", "num_queries"))
   assert result["first_stage"]["num_queries"] == result["reranked"]["num_queries"] == 8
   # Re-ranking the top 10 reorders them only: the documents found in the top 10 stay the same.
   np.testing.assert_allclose(result["reranked"]["recall@10"], result["first_stage"]["recall@10"], atol=1e-9)
+  assert result["duo"]["triples"] == 8 * 3 * 2 and result["duo_top_k"] == 3
+  np.testing.assert_allclose(result["duo"]["recall@10"], result["reranked"]["recall@10"], atol=1e-9)
+
+
+def test_mine_teacher_then_train_a_cross_encoder_workdir_and_export(ce_dir, small_beir, tmp_path, monkeypatch,
+                                                                     capsys):
+  """`mine --teacher` writes the cross-encoder's logits; a cross-encoder fine-tuned from that one on the file
+  scores from its workdir as sentence-transformers scores its export."""
+  from sentence_transformers import CrossEncoder
+  mined = tmp_path / "mined.jsonl"
+  assert cli.run(["mine", "--model", "bm25", "--data", f"beir:{small_beir}:test", "--num-negatives", "2",
+                  "--teacher", ce_dir, "--output", str(mined)]) == 0
+  rows = [json.loads(line) for line in open(mined)]
+  pairs = [(r["query"], d) for r in rows for d in (*r["positives"], *r["negatives"])]
+  teacher = [s for r in rows for s in (*r["teacher_positive_scores"], *r["teacher_negative_scores"])]
+  want = cross_encoder.load_cross_encoder(ce_dir).predict_logits(pairs)[:, 0]
+  np.testing.assert_allclose(teacher, want, atol=1e-5)
+  workdir = str(tmp_path / "ce_workdir")
+  assert cli.run(["train", "--config", os.path.join(REPO, "configs", "tiny.py"), "--workdir", workdir,
+                  "--config.model.family=cross_encoder", f"--config.model.init={ce_dir}",
+                  "--config.objectives.nli_softmax=0", "--config.objectives.infonce=0",
+                  "--config.objectives.ce_listwise=1", "--config.objectives.ce_pointwise=0.5",
+                  "--config.optimizer.learning_rate=2e-5", "--config.data.packing=false",
+                  "--config.data.view=triplets", f"--config.data.train=triples:{mined}",
+                  "--config.data.num_negatives=2", "--config.batch_size=8", "--config.num_steps=2"]) == 0
+  scores_file = tmp_path / "scores.npy"
+  pairs_file = tmp_path / "pairs.tsv"
+  pairs_file.write_text("".join(f"{q}\t{d}\n" for q, d in pairs[:12]))
+  assert cli.run(["score", "--model", workdir, "--input", str(pairs_file), "--output", str(scores_file)]) == 0
+  export = str(tmp_path / "export")
+  assert cli.run(["export", "--model", workdir, "--output", export]) == 0
+  st = CrossEncoder(export).predict(pairs[:12])
+  assert np.std(st) > 0.05  # Scores spread over (0, 1): a real comparison.
+  np.testing.assert_allclose(np.load(scores_file), st, atol=1e-4, rtol=0)
+  assert np.max(np.abs(st - CrossEncoder(ce_dir).predict(pairs[:12]))) > 1e-4  # Training moved the scores.
+  assert CrossEncoder(export).max_seq_length == 32 + 31  # Query + document, as the pairs trained.
+  # A bi-encoder command given the cross-encoder says what to use instead, in one line.
+  with pytest.raises(ValueError, match="is a cross-encoder: .* use `neuralir score --model`"):
+    cli.run(["eval", "--model", workdir, "--task", f"beir:{small_beir}"])
+
+
+def test_duo_triples_equal_transformers_and_rerank_the_top(ce_dir, small_beir, tmp_path):
+  """predict_triples == BertForSequenceClassification on [CLS] q [SEP] d_i [SEP] d_j [SEP] (types 0/1/1), and
+  duo_run orders the top k by their summed pairwise probabilities above the rest."""
+  import torch
+  from transformers import AutoTokenizer, BertForSequenceClassification
+  triples = [("what reduces fever?", "Aspirin lowers body temperature.", "The cat sat on the mat."),
+             ("q", "a much longer second document with several words in it", "short")]
+  model = cross_encoder.load_cross_encoder(ce_dir)
+  got = model.predict_triples(triples)
+  tok = AutoTokenizer.from_pretrained(ce_dir)
+  hf = BertForSequenceClassification.from_pretrained(ce_dir).eval()
+  for (q, a, b), logit in zip(triples, got):
+    first = tok(q, a)
+    ids = first["input_ids"] + tok(b, add_special_tokens=False)["input_ids"] + [tok.sep_token_id]
+    types = first["token_type_ids"] + [1] * (len(ids) - len(first["input_ids"]))
+    with torch.no_grad():
+      want = hf(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types])).logits[0, 0].item()
+    assert abs(logit - want) < 1e-4
+  # The top 3 are ordered by the sum of their pairwise probabilities, the others keep their mono order.
+  from neuralir_jax import rerank
+  docs = {f"d{i}": text for i, (_, text, _) in enumerate(triples)} | {"d2": "unrelated text", "d3": "fever"}
+  mono = {"q": {"d0": 0.9, "d1": 0.8, "d2": 0.7, "d3": 0.1}}
+  final = rerank.duo_run(model, mono, docs, {"q": triples[0][0]}, top_k=3)["q"]
+  top = ["d0", "d1", "d2"]
+  p = 1 / (1 + np.exp(-model.predict_triples([(triples[0][0], docs[a], docs[b]) for a in top for b in top
+                                               if a != b])))
+  sums = {a: p[2 * i] + p[2 * i + 1] for i, a in enumerate(top)}
+  assert sorted(top, key=lambda d: -final[d]) == sorted(top, key=lambda d: -sums[d])
+  assert min(final[d] for d in top) > final["d3"] == 0.1

@@ -259,7 +259,8 @@ def one_device():
   return _run(_retrieval_config(), 1)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"parallel.strategy": "pmap"}, {"grad_cache.chunk_size": 1}])
+# Plain pjit on 8 devices is sharding_test's; here the paths that regroup the texts (pmap, GradCache).
+@pytest.mark.parametrize("overrides", [{"parallel.strategy": "pmap"}, {"grad_cache.chunk_size": 1}])
 def test_retrieval_inputs_eight_devices_equal_one(one_device, overrides):
   (loss, metrics, grads), steps_metrics, params = _run(_retrieval_config(**overrides), NDEV)
   (ref_loss, ref_metrics, ref_grads), ref_steps, ref_params = one_device

@@ -46,7 +46,7 @@ def _texts(rng: np.random.RandomState, shape: tuple[int, ...], length: int):
 
 def random_batch(batch_size: int = 16, length: int = 8, k: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
   """Columns for every objective: anchor/positive/negative (k hard negatives per query, [B, k, L]),
-  premise/hypothesis with label and score. Positive hashes of rows 3 and 12 collide (same text on two
+  premise/hypothesis with label and score, teacher scores [B, 1 + k] and teacher embeddings [B, 32]. Positive hashes of rows 3 and 12 collide (same text on two
   devices), so false-negative masking across devices is exercised."""
   rng = np.random.RandomState(seed)
   batch = {}
@@ -57,6 +57,10 @@ def random_batch(batch_size: int = 16, length: int = 8, k: int = 2, seed: int = 
   batch["positive_hash"][12] = batch["positive_hash"][3]
   batch["label"] = rng.randint(0, 3, (batch_size,)).astype(np.int32)
   batch["score"] = rng.uniform(0, 5, (batch_size,)).astype(np.float32)
+  # Distillation targets: teacher logits of [positive, k negatives] and a teacher vector (hidden 32).
+  batch["teacher_scores"] = rng.normal(0, 3, (batch_size, 1 + k)).astype(np.float32)
+  teacher = rng.normal(0, 1, (batch_size, 32)).astype(np.float32)
+  batch["teacher_embedding"] = teacher / np.linalg.norm(teacher, axis=-1, keepdims=True)
   return batch
 
 
@@ -66,10 +70,10 @@ def run_steps(config, devices: int, num_steps: int = 3) -> dict:
   import chex
   import jax
 
-  from neuralir_jax import bi_encoder, optimizer, sharding, steps
+  from neuralir_jax import families, optimizer, sharding, steps
   chex.clear_trace_counter()
   mesh = sharding.make_mesh(devices)
-  model = bi_encoder.BiEncoder(config)
+  model = families.make_family(config)
   tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_steps)
   state, shardings = steps.create_train_state(model, jax.random.PRNGKey(config.seed), mesh, tx)
   result = {}
