@@ -11,22 +11,29 @@ default Sigmoid for one label, Identity for more) applied to the logits.
 `load_cross_encoder` reads a `BertForSequenceClassification` directory (plain Hugging Face, or the
 sentence-transformers CrossEncoder layout); `CrossEncoder.save_pretrained` writes one that both load with
 no missing or unexpected keys. Pairs are sorted by length, `batch_size` per call, padded to a length bucket
-and split over the local devices, as `Encoder.encode` does for single texts.
+and split over the local devices, as `Encoder.encode` does for single texts. `predict_triples` scores
+duoBERT inputs `[CLS] q [SEP] d_i [SEP] d_j [SEP]`.
+
+Training: `CrossEncoderFamily` is the cross-encoder model family of `train.py` (`model.family=cross_encoder`):
+pairs joined on device from separately tokenised texts, objectives ce_pointwise / ce_listwise / ce_pairwise;
+a training workdir loads with `load_trained` and exports like a directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import tokenizers
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from neuralir_jax import hf_io, tokenization
+from neuralir_jax import bi_encoder, config_lib, flops, hf_io, objectives, tokenization, workdir
 from neuralir_jax import model as model_lib
 
 ACTIVATIONS = {"torch.nn.modules.activation.Sigmoid": "sigmoid", "torch.nn.Sigmoid": "sigmoid",
@@ -337,18 +344,17 @@ class CrossEncoderFamily:
   The token types travel in the mask: 0 padding, 1 + type otherwise.
   """
 
-  def __init__(self, config):
-    from neuralir_jax import objectives
+  def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     bert = model_lib.encoder_config(config.model).bert
     self.model_config = CrossEncoderConfig(bert, 1, "sigmoid", trained_max_length(config, bert))
-    self.dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.dtype]
+    self.dtype = bi_encoder.DTYPES[config.model.dtype]
     self.remat = bool(config.model.remat)
     self.deterministic = config.model.dropout_rate == 0
     self.objectives = objectives.enabled(config)
     self.has_nli_head = False
     self.queue_size, self.queue_dim = 0, 0
-    self.pad_id = 0
+    self.pad_id = 0  # Joined inputs' padding ids: masked, so any id serves.
 
   def init_params(self, rng: jax.Array, encoder_params: Any = None) -> dict:
     """{'encoder': {'bert', 'classifier'}}: the pretrained body (and head, from a cross-encoder directory),
@@ -382,7 +388,6 @@ class CrossEncoderFamily:
   def inputs(self, batch: dict, num_shards: int = 1):
     """({"pairs": (ids, mask) [B * n, L]}, plus "triples" with ce_pairwise) and unstack ->
     {"pairs": logits [B, n], "triples": [B, 2k]}; n = 1 + k (or 1 for STS pairs)."""
-    from neuralir_jax import objectives
     del num_shards  # Every row is one example's own pair: no cross-device layout.
     if "sentence1_ids" in batch:
       query = (batch["sentence1_ids"], batch["sentence1_mask"])
@@ -449,22 +454,35 @@ class CrossEncoderFamily:
       total = total + weight * metrics[f"loss/{name}"]
     return total, metrics
 
-  def train_flops(self, batch: dict[str, np.ndarray], num_devices: int) -> float:
-    """Model FLOPs of one global step at the pairs' real lengths (query + document - 1 tokens each)."""
-    from neuralir_jax import flops
-    del num_devices
+  def joined_lengths(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
+    """(real token count of every joined input, token positions the model computes) of a numpy batch."""
     if "sentence1_mask" in batch:
-      q, docs = batch["sentence1_mask"].sum(-1), batch["sentence2_mask"].sum(-1)[:, None]
+      q_mask, d_mask = batch["sentence1_mask"], batch["sentence2_mask"][:, None]
     else:
-      q = batch["anchor_mask"].sum(-1)
-      docs = np.concatenate([batch["positive_mask"].sum(-1)[:, None],
-                             batch["negative_mask"].reshape(len(q), -1, batch["negative_mask"].shape[-1]).sum(-1)],
-                            axis=1)
+      q_mask = batch["anchor_mask"]
+      d_mask = np.concatenate([batch["positive_mask"][:, None],
+                               batch["negative_mask"].reshape(len(q_mask), -1, batch["negative_mask"].shape[-1])],
+                              axis=1)
+    q, docs = q_mask.sum(-1), d_mask.sum(-1)
+    len_q, len_d = q_mask.shape[-1], d_mask.shape[-1]
     lengths = [(q[:, None] + docs - 1).reshape(-1)]
+    positions = docs.size * (len_q + len_d - 1)
     if "ce_pairwise" in self.objectives:
-      triples = q[:, None] + docs[:, :1] + docs[:, 1:] - 2
-      lengths += [triples.reshape(-1)] * 2
-    return flops.encoder_flops(self.model_config.bert, np.concatenate(lengths)) * jax.process_count()
+      triples = (q[:, None] + docs[:, :1] + docs[:, 1:] - 2).reshape(-1)
+      lengths += [triples, triples]
+      positions += 2 * triples.size * (len_q + 2 * len_d - 2)
+    return np.concatenate(lengths), int(positions)
+
+  def token_counts(self, batch: dict[str, np.ndarray]) -> tuple[int, int]:
+    """(real tokens, positions computed) of the joined inputs, for the throughput meter."""
+    lengths, positions = self.joined_lengths(batch)
+    return int(lengths.sum()), positions
+
+  def train_flops(self, batch: dict[str, np.ndarray], num_devices: int) -> float:
+    """Model FLOPs of one global step at the joined inputs' real lengths (query + document - 1 tokens each)."""
+    del num_devices
+    lengths, _ = self.joined_lengths(batch)
+    return flops.encoder_flops(self.model_config.bert, lengths) * jax.process_count()
 
   def encoder(self, params: dict, tokenizer: tokenization.Tokenizer) -> CrossEncoder:
     return CrossEncoder(self.model_config, params["encoder"], tokenizer)
@@ -483,11 +501,9 @@ def resolve_model(config) -> tuple[Any, tokenization.Tokenizer, Any]:
   """(config, tokenizer, pretrained params or None) for a cross-encoder's `model.init`: a cross-encoder
   directory (body and classifier), any BERT directory such as "minilm" (body; a new classifier), or
   "random" (the config's architecture)."""
-  from neuralir_jax import bi_encoder, config_lib
   path = config_lib.resolve_model_path(config.model.init)
   if config.model.init == "random" or not is_cross_encoder_directory(path):
     return bi_encoder.resolve_model(config)
-  import ml_collections
   ce_config, params, tokenizer = load_cross_encoder_directory(path)
   if ce_config.num_labels != 1:
     raise ValueError(f"model.init={config.model.init!r} has {ce_config.num_labels} labels; cross-encoder "
@@ -499,10 +515,8 @@ def resolve_model(config) -> tuple[Any, tokenization.Tokenizer, Any]:
 
 def load_trained(path: str, step: int | None = None, **kwargs) -> CrossEncoder:
   """A CrossEncoder from a cross-encoder training workdir's checkpoint (latest or `step`)."""
-  from neuralir_jax import workdir
   trained = workdir.read(path, step)
   bert = model_lib.encoder_config(trained.config["model"]).bert
-  import ml_collections
   config = CrossEncoderConfig(bert, 1, "sigmoid",
                               trained_max_length(ml_collections.ConfigDict(trained.config), bert))
   return CrossEncoder(config, trained.params["encoder"], tokenization.Tokenizer(trained.tokenizer_dir), **kwargs)
@@ -510,10 +524,8 @@ def load_trained(path: str, step: int | None = None, **kwargs) -> CrossEncoder:
 
 def is_cross_encoder_workdir(path: str) -> bool:
   """Whether `path` is a training workdir of a cross-encoder (its config's model.family)."""
-  from neuralir_jax import workdir
   if not workdir.is_workdir(path):
     return False
-  import json
   config_file = os.path.join(path, workdir.CONFIG)
   if not os.path.isfile(config_file):
     return False

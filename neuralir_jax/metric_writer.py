@@ -137,7 +137,8 @@ class Throughput:
 
   def add(self, batch: dict[str, np.ndarray]) -> None:
     """One step's local batch (this process's rows; every process has the same shapes)."""
-    real, computed = _token_counts(batch)
+    counts = getattr(self.family, "token_counts", _token_counts)  # A cross-encoder counts its joined pairs.
+    real, computed = counts(batch)
     self.tokens += real * jax.process_count()
     self.positions += computed * jax.process_count()
     self.examples += self.family.config.batch_size

@@ -94,6 +94,8 @@ def test_objectives_match_numpy_on_the_models_logits():
   scores = np.asarray(jax.jit(cross_encoder.logits, static_argnums=0)(
       family.model_config, params["encoder"], ids, mask, np.array(types, np.int32)))[:, 0]
   pairs, triples = scores[:12].reshape(4, 3), scores[12:].reshape(4, 4)
+  # The meter counts the joined inputs' real tokens against the positions computed (12 x 11 + 16 x 16).
+  assert family.token_counts(batch) == (int(mask.sum()), 12 * 11 + 16 * 16)
   point, listwise, pair = _numpy_losses(pairs, triples)
   np.testing.assert_allclose(metrics["loss/ce_pointwise"], point, rtol=1e-5)
   np.testing.assert_allclose(metrics["loss/ce_listwise"], listwise, rtol=1e-5)
