@@ -124,11 +124,15 @@ def base_config() -> ml_collections.ConfigDict:
   # Which scores of a triples row teach: "teacher" (teacher_positive_scores / teacher_negative_scores, from
   # `neuralir mine --teacher`) or "miner" (positive_scores / negative_scores, the mining model's own).
   c.distill.scores = "teacher"
+  # Multiplies the teacher scores before use: 1 for a cross-encoder's logits; a dense miner's cosines are on
+  # the student's cos scale, so distill.scale (20) puts them on its scale * cos.
+  c.distill.teacher_scale = 1.0
   # embedding_mse: the teacher bi-encoder (directory, workdir or "minilm") that embeds each record's anchor
   # (the source sentence) once before training; the student learns that vector for every text of
-  # distill.embedding_columns (a parallel: source's source and translation; ("anchor",) for one language).
+  # distill.embedding_columns: ("anchor",) for one language; ("anchor", "positive") for a parallel: source
+  # (the sentence and its translation both learn the sentence's vector).
   c.distill.teacher = ""
-  c.distill.embedding_columns = ("anchor", "positive")
+  c.distill.embedding_columns = ("anchor",)
   c.triplet = ml_collections.ConfigDict()
   c.triplet.margin = 1.0  # Euclidean margin (Sentence-BERT paper: 1).
   c.negatives = "global"  # global: candidates gathered from every device; local: own batch only.

@@ -260,20 +260,25 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
   return pairs
 
 
-def _load_cross_encoder(path: str, step: int | None = None):
-  """A CrossEncoder from a cross-encoder directory or a cross-encoder training workdir (latest or `step`)."""
+def _load_cross_encoder(path: str, step: int | None = None, flag: str = "--model", one_label: bool = False):
+  """A CrossEncoder from a cross-encoder directory or a cross-encoder training workdir (latest or `step`);
+  one_label: refuse a classifier with several labels (relevance teachers and duoBERT give one logit)."""
   from neuralir_jax import config_lib, cross_encoder
   resolved = config_lib.resolve_model_path(path)
   if not os.path.isdir(resolved):
-    raise FileNotFoundError(f"--model {path}: no such directory; pass a cross-encoder directory.")
+    raise FileNotFoundError(f"{flag} {path}: no such directory; pass a cross-encoder directory or workdir.")
   if cross_encoder.is_cross_encoder_workdir(resolved):
     return cross_encoder.load_trained(resolved, step)
   if step is not None:
     raise ValueError(f"{path} is a model directory, not a training workdir: drop --step.")
   if not cross_encoder.is_cross_encoder_directory(resolved):
-    raise ValueError(f"--model {path}: {os.path.join(resolved, 'config.json')} names no "
+    raise ValueError(f"{flag} {path}: {os.path.join(resolved, 'config.json')} names no "
                      "*ForSequenceClassification architecture; pass a cross-encoder directory.")
-  return cross_encoder.load_cross_encoder(resolved)
+  model = cross_encoder.load_cross_encoder(resolved)
+  if one_label and model.config.num_labels != 1:
+    raise ValueError(f"{flag} {path}: its classifier has {model.config.num_labels} labels; {flag} needs a "
+                     "relevance model with one logit (num_labels=1).")
+  return model
 
 
 def _score(args) -> None:
@@ -289,10 +294,12 @@ def _score(args) -> None:
 
 def _rerank(args) -> dict:
   from neuralir_jax import rerank
-  reranker = _load_cross_encoder(args.reranker)
+  if args.duo and args.duo_top_k < 2:
+    raise ValueError(f"--duo-top-k {args.duo_top_k}: duoBERT compares documents; pass 2 or more.")
+  reranker = _load_cross_encoder(args.reranker, flag="--reranker")
   if args.first_stage == "bm25" and args.step is not None:
     raise ValueError("--step applies to a training workdir, not to --first-stage bm25: drop --step.")
-  duo = _load_cross_encoder(args.duo) if args.duo else None
+  duo = _load_cross_encoder(args.duo, flag="--duo", one_label=True) if args.duo else None
   first = "bm25" if args.first_stage == "bm25" else _load(args.first_stage, args.step)
   return rerank.rerank_task(first, reranker, args.task, top_k=args.top_k, index=args.index,
                             batch_size=args.batch_size, duo=duo, duo_top_k=args.duo_top_k)
@@ -353,7 +360,7 @@ def run(argv: list[str]) -> int:
   elif args.command == "mine":
     from neuralir_jax import mine
     check_output_file(args.output)
-    mine.run_from_cli(args, _load, _load_cross_encoder)
+    mine.run_from_cli(args, _load, lambda path: _load_cross_encoder(path, flag="--teacher", one_label=True))
   elif args.command == "eval":
     text = json.dumps(json_safe(_evaluate(args)), indent=2, sort_keys=True, allow_nan=False)
     print(text)

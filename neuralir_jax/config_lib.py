@@ -309,6 +309,7 @@ def _check_family(config: ml_collections.ConfigDict, max_positions: int | None, 
   _choice(config, "model.family", FAMILIES)
   _number(config, "distill.scale", 20.0, 0, low_open=True)
   _number(config, "distill.teacher_temperature", 1.0, 0, low_open=True)
+  _number(config, "distill.teacher_scale", 1.0, 0, low_open=True)
   _choice(config, "distill.scores", DISTILL_SCORES)
   cross = on & set(CROSS_ENCODER_OBJECTIVES)
   if config.model.family == "bi_encoder":
@@ -322,6 +323,11 @@ def _check_family(config: ml_collections.ConfigDict, max_positions: int | None, 
       columns = tuple(config.distill.embedding_columns)
       _require(config, bool(columns) and set(columns) <= {"anchor", "positive"}, "distill.embedding_columns",
                "use ('anchor',) or ('anchor', 'positive')")
+      sources = [spec.partition(":")[0] for spec in str(config.data.train).split(",")]
+      if "positive" in columns and config.data.view != "duplicates":
+        _require(config, set(sources) == {"parallel"}, "distill.embedding_columns",
+                 "'positive' learns the teacher's vector of the anchor, which is right for a translation "
+                 "(parallel: sources) only; use ('anchor',) for other sources")
       _require(config, not tuple(config.matryoshka.dims), "matryoshka.dims",
                "embedding_mse matches the teacher's full vector: set --config.matryoshka.dims='()'")
     return
@@ -338,12 +344,22 @@ def _check_family(config: ml_collections.ConfigDict, max_positions: int | None, 
            "a cross-encoder is evaluated with `neuralir rerank` after training: set --config.eval.tasks='()'")
   _require(config, not tuple(config.matryoshka.dims), "matryoshka.dims",
            "a cross-encoder has no embedding to truncate: set --config.matryoshka.dims='()'")
+  for name in ("query", "document"):
+    _require(config, not config.model.prompts[name], f"model.prompts.{name}",
+             "cross-encoders score the texts as given (CrossEncoder.predict adds no prompt): set it to \"\"")
+  bert = config.model.bert
+  model_type = bert.get("model_type", "bert") if hasattr(bert, "get") else "bert"
+  if model_type != "bert" or int(bert.get("type_vocab_size", 2)) < 2:
+    raise ValueError(f"model.init={config.model.init!r} is a {model_type} model with {bert.get('type_vocab_size', 2)} "
+                     "token type(s); cross-encoder training joins [CLS] q [SEP] d [SEP] with BERT's two token types: "
+                     "start from a BERT checkpoint (e.g. minilm).")
   if max_positions is not None:
     query = config.data.query_max_length or config.data.max_length
     document = config.data.document_max_length or config.data.max_length
     documents = 2 if "ce_pairwise" in cross else 1
     length = query + documents * (document - 1)
-    _require(config, length <= max_positions, "data.document_max_length",
+    key = "data.document_max_length" if config.data.document_max_length else "data.max_length"
+    _require(config, length <= max_positions, key,
              f"[CLS] query [SEP] {'d_i [SEP] d_j' if documents == 2 else 'document'} [SEP] takes up to "
              f"{length} tokens (query {query} + {documents} x (document {document} - 1)), more than the model's "
              f"{max_positions} positions; lower data.query_max_length or data.document_max_length")

@@ -159,7 +159,7 @@ class CrossEncoder:
 def _longest_first(lengths: Sequence[int], budget: int) -> list[int]:
   """Tokens kept of each part when the longest part loses one token at a time until the sum fits budget."""
   keep = list(lengths)
-  excess = sum(keep) - budget
+  excess = sum(keep) - max(budget, 0)
   while excess > 0:
     ordered = sorted(set(keep), reverse=True)
     top = ordered[0]
@@ -352,6 +352,7 @@ class CrossEncoderFamily:
     self.remat = bool(config.model.remat)
     self.deterministic = config.model.dropout_rate == 0
     self.objectives = objectives.enabled(config)
+    self._pairs = bool({"ce_pointwise", "ce_listwise"} & set(self.objectives))  # (q, d) inputs needed.
     self.has_nli_head = False
     self.queue_size, self.queue_dim = 0, 0
     self.pad_id = 0  # Joined inputs' padding ids: masked, so any id serves.
@@ -400,8 +401,10 @@ class CrossEncoderFamily:
     first = (q_ids, q_mask, jnp.zeros_like(q_ids))
     batch_size, num_docs = docs_BxRxL[0].shape[:2]
     texts = {}
-    ids, mask, types = concat_texts(first, docs_BxRxL, self.pad_id)
-    texts["pairs"] = (ids.reshape(batch_size * num_docs, -1), (mask * (1 + types)).reshape(batch_size * num_docs, -1))
+    if self._pairs:
+      ids, mask, types = concat_texts(first, docs_BxRxL, self.pad_id)
+      texts["pairs"] = (ids.reshape(batch_size * num_docs, -1),
+                        (mask * (1 + types)).reshape(batch_size * num_docs, -1))
     if "ce_pairwise" in self.objectives:
       pos = tuple(x[:, :1] for x in docs_BxRxL)
       neg = tuple(x[:, 1:] for x in docs_BxRxL)
@@ -432,7 +435,7 @@ class CrossEncoderFamily:
   def loss(self, rest: dict, columns: dict, aux: dict, axis_name: str | None) -> tuple[jax.Array, dict]:
     del rest, axis_name  # No params outside the model; per-query losses need no other device.
     metrics, total = {}, 0.0
-    s_BxN = columns["pairs"]
+    s_BxN = columns.get("pairs")
     if "ce_pointwise" in self.objectives:
       if s_BxN.shape[1] == 1:  # STS pairs: one pair per example, its gold score as a soft label.
         targets = jnp.clip(aux["score"][:, None] / 5.0, 0.0, 1.0)
@@ -442,7 +445,7 @@ class CrossEncoderFamily:
     if "ce_listwise" in self.objectives:
       log_p = jax.nn.log_softmax(s_BxN, axis=-1)
       metrics["loss/ce_listwise"] = -jnp.mean(log_p[:, 0])
-    if s_BxN.shape[1] > 1:
+    if s_BxN is not None and s_BxN.shape[1] > 1:
       metrics["positive_first"] = jnp.mean((jnp.argmax(s_BxN, axis=-1) == 0).astype(jnp.float32))
     if "ce_pairwise" in self.objectives:
       t_Bx2K = columns["triples"]
@@ -465,8 +468,10 @@ class CrossEncoderFamily:
                               axis=1)
     q, docs = q_mask.sum(-1), d_mask.sum(-1)
     len_q, len_d = q_mask.shape[-1], d_mask.shape[-1]
-    lengths = [(q[:, None] + docs - 1).reshape(-1)]
-    positions = docs.size * (len_q + len_d - 1)
+    lengths, positions = [np.zeros(0, np.int64)], 0
+    if self._pairs:
+      lengths.append((q[:, None] + docs - 1).reshape(-1))
+      positions += docs.size * (len_q + len_d - 1)
     if "ce_pairwise" in self.objectives:
       triples = (q[:, None] + docs[:, :1] + docs[:, 1:] - 2).reshape(-1)
       lengths += [triples, triples]
@@ -504,6 +509,10 @@ def resolve_model(config) -> tuple[Any, tokenization.Tokenizer, Any]:
   path = config_lib.resolve_model_path(config.model.init)
   if config.model.init == "random" or not is_cross_encoder_directory(path):
     return bi_encoder.resolve_model(config)
+  if tuple(config.model.layers):
+    raise ValueError(f"model.layers={tuple(config.model.layers)} with the cross-encoder directory "
+                     f"model.init={config.model.init!r}: layers are taken from bi-encoder (BERT) directories only; "
+                     "set --config.model.layers='()'.")
   ce_config, params, tokenizer = load_cross_encoder_directory(path)
   if ce_config.num_labels != 1:
     raise ValueError(f"model.init={config.model.init!r} has {ce_config.num_labels} labels; cross-encoder "

@@ -478,6 +478,9 @@ def write_jsonl(rows: Sequence[dict], path: str) -> None:
 def add_teacher_scores(rows: list[dict], teacher: Any, batch_size: int = 32) -> list[dict]:
   """Copies of mined rows with `teacher_positive_scores` / `teacher_negative_scores`: the cross-encoder's
   logits (not probabilities: MarginMSE distils logit margins) of each (query, positive) and (query, negative)."""
+  if teacher.config.num_labels != 1:
+    raise ValueError(f"the teacher has {teacher.config.num_labels} labels; teacher scores need a relevance "
+                     "cross-encoder with one logit.")
   pairs = [(r["query"], d) for r in rows for d in (*r["positives"], *r["negatives"])]
   logits = teacher.predict_logits(pairs, batch_size=batch_size)[:, 0] if pairs else np.zeros(0, np.float32)
   out, start = [], 0

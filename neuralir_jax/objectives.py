@@ -240,7 +240,7 @@ def _objective_losses(config, rest, embs, aux, axis_name):
     docs_bxNxD = jnp.concatenate([embs["positive"][:, None],
                                   embs["negative"].reshape(q.shape[0], -1, q.shape[-1])], axis=1)
     student_bxN = float(config.distill.scale) * jnp.einsum("bd,bnd->bn", q, docs_bxNxD)
-    teacher_bxN = aux["teacher_scores"]
+    teacher_bxN = float(config.distill.teacher_scale) * aux["teacher_scores"]
     if "margin_mse" in objectives:
       metrics["loss/margin_mse"] = losses.margin_mse_loss(student_bxN, teacher_bxN)
     if "listwise_kl" in objectives:

@@ -15,6 +15,7 @@ import time
 from typing import Any, Mapping
 
 import numpy as np
+import scipy.special
 
 from neuralir_jax import evaluate, ir_metrics
 
@@ -55,10 +56,11 @@ def rerank_run(reranker, run: Mapping[str, Mapping[str, float]], corpus: Mapping
 
 
 def duo_run(duo, run: Mapping[str, Mapping[str, float]], corpus: Mapping[str, str],
-            queries: Mapping[str, str], top_k: int, batch_size: int = 32) -> Run:
+            queries: Mapping[str, str], top_k: int, batch_size: int = 32) -> tuple[Run, int]:
   """duoBERT on each query's top_k of `run` (Pradeep et al., 2021): every ordered pair (d_i, d_j), i != j,
   gets p_ij = sigmoid(duo logit of [CLS] q [SEP] d_i [SEP] d_j [SEP]) and d_i the sum over j of p_ij. The
-  top_k are ordered by that sum, above the rest of the run, which keeps its order."""
+  top_k are ordered by that sum, above the rest of the run, which keeps its order. Returns (run, number
+  of triples scored)."""
   triples, keys = [], []
   tops = {}
   for qid, docs in run.items():
@@ -70,15 +72,15 @@ def duo_run(duo, run: Mapping[str, Mapping[str, float]], corpus: Mapping[str, st
           keys.append((qid, a))
   logits = duo.predict_triples(triples, batch_size=batch_size) if triples else np.zeros(0)
   sums: dict[tuple[str, str], float] = {}
-  for key, logit in zip(keys, logits):
-    sums[key] = sums.get(key, 0.0) + float(1.0 / (1.0 + np.exp(-logit)))
+  for key, p in zip(keys, scipy.special.expit(np.asarray(logits, np.float64))):
+    sums[key] = sums.get(key, 0.0) + float(p)
   out: Run = {}
   for qid, docs in run.items():
     above = max(docs.values(), default=0.0) + 1.0  # The duo-ranked documents stay above the others.
     out[qid] = dict(docs)
     for doc_id in tops[qid]:
       out[qid][doc_id] = above + sums.get((qid, doc_id), 0.0)
-  return out
+  return out, len(triples)
 
 
 def rerank_task(first_stage: Any, reranker, task: str, *, top_k: int = 100, index: str = "exact",
@@ -117,9 +119,8 @@ def rerank_task(first_stage: Any, reranker, task: str, *, top_k: int = 100, inde
     if duo_top_k < 2:
       raise ValueError(f"--duo-top-k {duo_top_k}: duoBERT compares documents; pass 2 or more.")
     tic = time.perf_counter()
-    final = duo_run(duo, reranked_run, corpus, queries, duo_top_k, batch_size)
+    final, triples = duo_run(duo, reranked_run, corpus, queries, duo_top_k, batch_size)
     out["duo_top_k"] = duo_top_k
     out["duo"] = dict(ir_metrics.compute_metrics(final, qrels, evaluate.RETRIEVAL_METRICS),
-                      seconds=time.perf_counter() - tic,
-                      triples=sum(min(len(d), duo_top_k) * (min(len(d), duo_top_k) - 1) for d in reranked_run.values()))
+                      seconds=time.perf_counter() - tic, triples=triples)
   return out

@@ -121,9 +121,12 @@ def make_iterator(config: ml_collections.ConfigDict, family, tokenizer: tokeniza
   columns = family.text_columns(set(records[0]))
   query_length = config.data.query_max_length or config.data.max_length
   document_length = config.data.document_max_length or config.data.max_length
-  max_lengths = {c: query_length if c == "anchor" else document_length
-                 for c in columns if c == "anchor" or c in data.DOCUMENT_COLUMNS}
-  prompts = {c: config.model.prompts.query if c == "anchor" else config.model.prompts.document
+  queries, documents = ("anchor",), data.DOCUMENT_COLUMNS
+  if config.model.family == "cross_encoder":  # An STS pair is (query, document) to a cross-encoder.
+    queries, documents = ("anchor", "sentence1"), (*data.DOCUMENT_COLUMNS, "sentence2")
+  max_lengths = {c: query_length if c in queries else document_length
+                 for c in columns if c in queries or c in documents}
+  prompts = {c: config.model.prompts.query if c in queries else config.model.prompts.document
              for c in max_lengths}
   return data.make_train_iterator(
       records, tokenizer, columns=columns, global_batch_size=config.batch_size, seed=config.seed,
@@ -136,8 +139,12 @@ def make_iterator(config: ml_collections.ConfigDict, family, tokenizer: tokeniza
 def attach_teacher_embeddings(records: list[dict], config: ml_collections.ConfigDict) -> list[dict]:
   """Copies of the records with `teacher_embedding`: distill.teacher's vector of each record's anchor (the
   source sentence), every distinct anchor encoded once, before training (the teacher stays fixed)."""
+  from neuralir_jax import cross_encoder
   from neuralir_jax import encoder as encoder_lib
   path = config_lib.resolve_model_path(config.distill.teacher)
+  if cross_encoder.is_cross_encoder_workdir(path) or cross_encoder.is_cross_encoder_directory(path):
+    raise ValueError(f"distill.teacher={config.distill.teacher!r} is a cross-encoder; embedding_mse needs a "
+                     "bi-encoder teacher (a cross-encoder teaches through `neuralir mine --teacher` and margin_mse).")
   try:
     teacher = encoder_lib.load_encoder(path)
   except (FileNotFoundError, ValueError, OSError) as e:

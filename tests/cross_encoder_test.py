@@ -235,7 +235,9 @@ def test_duo_triples_equal_transformers_and_rerank_the_top(ce_dir, small_beir, t
   from neuralir_jax import rerank
   docs = {f"d{i}": text for i, (_, text, _) in enumerate(triples)} | {"d2": "unrelated text", "d3": "fever"}
   mono = {"q": {"d0": 0.9, "d1": 0.8, "d2": 0.7, "d3": 0.1}}
-  final = rerank.duo_run(model, mono, docs, {"q": triples[0][0]}, top_k=3)["q"]
+  final, scored = rerank.duo_run(model, mono, docs, {"q": triples[0][0]}, top_k=3)
+  final = final["q"]
+  assert scored == 3 * 2
   top = ["d0", "d1", "d2"]
   p = 1 / (1 + np.exp(-model.predict_triples([(triples[0][0], docs[a], docs[b]) for a in top for b in top
                                                if a != b])))

@@ -1,5 +1,5 @@
 """Cross-encoder training on the shared loop: pairs joined on device as the tokenizer joins them, each ce_*
-objective against a numpy reference, and 8 devices == 1 (pjit, pmap, GradCache)."""
+objective against a numpy reference, and 8 devices == 1 (pjit + GradCache)."""
 
 import jax
 import jax.numpy as jnp

@@ -73,7 +73,8 @@ def _distill_config(**overrides):
   settings = {"objectives.nli_softmax": 0.0, "objectives.sts_cosine": 0.0, "objectives.triplet": 0.0,
               "objectives.sigmoid": 0.0, "objectives.infonce": 0.2, "objectives.margin_mse": 1.0,
               "objectives.listwise_kl": 0.5, "objectives.embedding_mse": 3.0, "distill.teacher": "minilm",
-              "distill.teacher_temperature": 2.0}
+              "distill.teacher_temperature": 2.0, "distill.teacher_scale": 0.5,
+              "distill.embedding_columns": ("anchor", "positive")}
   settings.update(overrides)
   return tiny_config(**settings)
 
@@ -100,3 +101,25 @@ def test_eight_devices_equal_one(distill_single_device):
     for name in ref:
       np.testing.assert_allclose(got[name], ref[name], atol=2e-5, err_msg=name)
   assert max_abs_diff(run["params"], distill_single_device["params"]) <= 2e-5
+
+
+def test_teacher_embeddings_are_the_teachers_vectors_of_the_anchors(tmp_path, minilm_path):
+  """attach_teacher_embeddings: each record gets the teacher's encode() of its anchor (a 32-wide random
+  teacher saved to disk), and a teacher of another width is a one-line error."""
+  from neuralir_jax import encoder as encoder_lib
+  from neuralir_jax import hf_io, tokenization, train
+  from neuralir_jax import model as model_lib
+  bert = model_lib.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                              intermediate_size=64, max_position_embeddings=64)
+  config = model_lib.EncoderConfig(bert=bert, max_seq_length=64)
+  params = jax.device_get(model_lib.init_params(config, jax.random.key(0)))
+  teacher = str(tmp_path / "teacher")
+  hf_io.save_hf_directory(teacher, config, params, tokenization.Tokenizer(minilm_path, 64))
+  records = [{"anchor": "A dog runs.", "positive": "Ein Hund rennt."},
+             {"anchor": "Hello.", "positive": "Hallo."}, {"anchor": "A dog runs.", "positive": "Un chien court."}]
+  out = train.attach_teacher_embeddings(records, _distill_config(**{"distill.teacher": teacher}))
+  want = encoder_lib.load_encoder(teacher).encode(["A dog runs.", "Hello.", "A dog runs."])
+  np.testing.assert_allclose(np.stack([r["teacher_embedding"] for r in out]), want, atol=1e-6)
+  assert "teacher_embedding" not in records[0]  # Copies; the caller's records are left as they were.
+  with pytest.raises(ValueError, match="embeds in 384 dimensions, the student in 32"):
+    train.attach_teacher_embeddings(records, _distill_config(**{"distill.teacher": minilm_path}))
