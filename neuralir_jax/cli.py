@@ -203,7 +203,7 @@ def _load(path: str, step: int | None = None):
   if not os.path.exists(resolved):
     raise FileNotFoundError(f"--model {path}: no such directory; pass a model directory, a training workdir "
                             "or 'minilm'.")
-  if cross_encoder.is_cross_encoder_workdir(resolved) or cross_encoder.is_cross_encoder_directory(resolved):
+  if cross_encoder.is_cross_encoder(resolved):
     raise ValueError(f"{path} is a cross-encoder: it scores (query, document) pairs and embeds nothing; use "
                      "`neuralir score --model` or `neuralir rerank --reranker` with it.")
   return encoder_lib.load_encoder(resolved, step=step)
@@ -311,7 +311,7 @@ def _export(args) -> None:
   if args.workdir and not os.path.isdir(os.path.join(args.workdir, "checkpoints")):
     raise FileNotFoundError(f"{args.workdir}: no checkpoints/ folder; is this a training workdir?")
   source = args.workdir or config_lib.resolve_model_path(args.model)
-  if cross_encoder.is_cross_encoder_directory(source) or cross_encoder.is_cross_encoder_workdir(source):
+  if cross_encoder.is_cross_encoder(source):
     model = _load_cross_encoder(source, args.step)
     if distributed.is_main_process():
       model.save_pretrained(args.output, overwrite=args.overwrite, source=os.path.abspath(source))

@@ -531,6 +531,11 @@ def load_trained(path: str, step: int | None = None, **kwargs) -> CrossEncoder:
   return CrossEncoder(config, trained.params["encoder"], tokenization.Tokenizer(trained.tokenizer_dir), **kwargs)
 
 
+def is_cross_encoder(path: str) -> bool:
+  """Whether `path` is a cross-encoder: a sequence-classification directory or a cross-encoder workdir."""
+  return is_cross_encoder_directory(path) or is_cross_encoder_workdir(path)
+
+
 def is_cross_encoder_workdir(path: str) -> bool:
   """Whether `path` is a training workdir of a cross-encoder (its config's model.family)."""
   if not workdir.is_workdir(path):

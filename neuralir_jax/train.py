@@ -142,7 +142,7 @@ def attach_teacher_embeddings(records: list[dict], config: ml_collections.Config
   from neuralir_jax import cross_encoder
   from neuralir_jax import encoder as encoder_lib
   path = config_lib.resolve_model_path(config.distill.teacher)
-  if cross_encoder.is_cross_encoder_workdir(path) or cross_encoder.is_cross_encoder_directory(path):
+  if cross_encoder.is_cross_encoder(path):
     raise ValueError(f"distill.teacher={config.distill.teacher!r} is a cross-encoder; embedding_mse needs a "
                      "bi-encoder teacher (a cross-encoder teaches through `neuralir mine --teacher` and margin_mse).")
   try:

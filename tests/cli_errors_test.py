@@ -10,12 +10,11 @@ import os
 import shutil
 import sys
 
-import jax
 import numpy as np
 import pytest
 
-from neuralir_jax import cli, config_lib, hf_io, tokenization
-from neuralir_jax import model as model_lib
+from neuralir_jax import cli, config_lib, hf_io
+from tests.train_helpers import save_tiny_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.py")
@@ -200,13 +199,7 @@ def test_encode_keeps_one_row_per_line(tmp_path, monkeypatch, capsys):
 @pytest.fixture
 def small_model(tmp_path, minilm_path) -> str:
   """A 1-layer, hidden-32 random encoder with MiniLM's tokenizer: quick to load and export."""
-  bert = model_lib.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                              intermediate_size=64, max_position_embeddings=64)
-  config = model_lib.EncoderConfig(bert=bert, max_seq_length=64)
-  params = jax.device_get(model_lib.init_params(config, jax.random.key(0)))
-  out = str(tmp_path / "small")
-  hf_io.save_hf_directory(out, config, params, tokenization.Tokenizer(minilm_path, 64))
-  return out
+  return save_tiny_encoder(str(tmp_path / "small"), minilm_path)
 
 
 def test_export_twice_into_our_directory_and_overwrite(small_model, tmp_path, monkeypatch, capsys):

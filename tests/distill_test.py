@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neuralir_jax import data, losses
-from tests.train_helpers import max_abs_diff, run_steps, tiny_config
+from tests.train_helpers import max_abs_diff, run_steps, save_tiny_encoder, tiny_config
 
 
 def test_margin_mse_and_listwise_kl_match_numpy():
@@ -107,14 +107,8 @@ def test_teacher_embeddings_are_the_teachers_vectors_of_the_anchors(tmp_path, mi
   """attach_teacher_embeddings: each record gets the teacher's encode() of its anchor (a 32-wide random
   teacher saved to disk), and a teacher of another width is a one-line error."""
   from neuralir_jax import encoder as encoder_lib
-  from neuralir_jax import hf_io, tokenization, train
-  from neuralir_jax import model as model_lib
-  bert = model_lib.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                              intermediate_size=64, max_position_embeddings=64)
-  config = model_lib.EncoderConfig(bert=bert, max_seq_length=64)
-  params = jax.device_get(model_lib.init_params(config, jax.random.key(0)))
-  teacher = str(tmp_path / "teacher")
-  hf_io.save_hf_directory(teacher, config, params, tokenization.Tokenizer(minilm_path, 64))
+  from neuralir_jax import train
+  teacher = save_tiny_encoder(str(tmp_path / "teacher"), minilm_path)
   records = [{"anchor": "A dog runs.", "positive": "Ein Hund rennt."},
              {"anchor": "Hello.", "positive": "Hallo."}, {"anchor": "A dog runs.", "positive": "Un chien court."}]
   out = train.attach_teacher_embeddings(records, _distill_config(**{"distill.teacher": teacher}))

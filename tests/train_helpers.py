@@ -97,3 +97,17 @@ def max_abs_diff(a, b) -> float:
   import jax
   return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
              zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def save_tiny_encoder(path: str, tokenizer_dir: str) -> str:
+  """A 1-layer, hidden-32 random bi-encoder with MiniLM's tokenizer saved to `path`: quick to load."""
+  import jax
+
+  from neuralir_jax import hf_io, tokenization
+  from neuralir_jax import model as model_lib
+  bert = model_lib.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                              intermediate_size=64, max_position_embeddings=64)
+  config = model_lib.EncoderConfig(bert=bert, max_seq_length=64)
+  params = jax.device_get(model_lib.init_params(config, jax.random.key(0)))
+  hf_io.save_hf_directory(path, config, params, tokenization.Tokenizer(tokenizer_dir, 64))
+  return path
