@@ -61,6 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.query_max_length = 0  # Tokens per anchor (query) text; 0 = data.max_length.
   c.data.document_max_length = 0  # Tokens per positive / negative text; 0 = data.max_length.
   c.data.num_negatives = 1  # Hard negatives per query (k) read from a triples row's negatives list.
+  # m more negatives per triples record: other rows' positives (never the record's own), drawn with the seed.
+  c.data.pool_negatives = 0
   # random: shuffled records; no_duplicates: also keeps two rows of one query, or of one positive document,
   # out of the same global batch (sentence-transformers' NoDuplicatesBatchSampler).
   c.data.sampler = "random"
@@ -121,8 +123,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Student scores are scale * cos(q, d) (the InfoNCE logits' 1 / tau) against the teacher's raw logits.
   c.distill.scale = 20.0
   c.distill.teacher_temperature = 1.0  # T of listwise_kl's teacher softmax.
-  # Which scores of a triples row teach: "teacher" (teacher_positive_scores / teacher_negative_scores, from
-  # `neuralir mine --teacher`) or "miner" (positive_scores / negative_scores, the mining model's own).
+  # Which scores teach: "teacher" (a triples row's teacher_positive_scores / teacher_negative_scores, from
+  # `neuralir mine --teacher`), "miner" (positive_scores / negative_scores, the mining model's own), or
+  # "cross_encoder" (the cross-encoder distill.teacher scores every record's pairs when training starts).
   c.distill.scores = "teacher"
   # Multiplies the teacher scores before use: 1 for a cross-encoder's logits; a dense miner's cosines are on
   # the student's cos scale, so distill.scale (20) puts them on its scale * cos.
@@ -130,7 +133,8 @@ def base_config() -> ml_collections.ConfigDict:
   # embedding_mse: the teacher bi-encoder (directory, workdir or "minilm") that embeds each record's anchor
   # (the source sentence) once before training; the student learns that vector for every text of
   # distill.embedding_columns: ("anchor",) for one language; ("anchor", "positive") for a parallel: source
-  # (the sentence and its translation both learn the sentence's vector).
+  # (the sentence and its translation both learn the sentence's vector). With distill.scores=cross_encoder:
+  # the teacher cross-encoder (directory or workdir).
   c.distill.teacher = ""
   c.distill.embedding_columns = ("anchor",)
   c.triplet = ml_collections.ConfigDict()

@@ -11,13 +11,14 @@ per query, every judged positive of a query masked, one epoch of the 736 train80
 steps), AdamW lr 5e-5 with 10% warmup and linear decay, weight decay 0.01 off LayerNorms and biases, clip
 1.0, dropout 0.1, queries up to 64 tokens and documents up to 128, padded to length buckets. lr, k, the
 negatives source and the mining length were chosen on the dev20 split (README, "Fine-tune a retriever on your corpus").
+Variant `:margin_mse` adds MarginMSE distillation from a cross-encoder (--config.distill.teacher=CE).
 """
 
 from . import common
 
 
 def get_config(arg=None):
-  common.check_variant("scifact.py", arg)
+  common.check_variant("scifact.py", arg, ("margin_mse",))
   c = common.base_config()
   c.model.init = "minilm"
   c.data.train = "triples:data/triples/scifact_train80_minilm_mined.jsonl.gz"
@@ -41,4 +42,9 @@ def get_config(arg=None):
   c.optimizer.learning_rate = 5e-5
   c.optimizer.warmup_fraction = 0.1
   c.checkpoint.every_steps = 23
+  if arg == "margin_mse":
+    # MarginMSE from a cross-encoder beside InfoNCE: the teacher (--config.distill.teacher=CE_DIR_OR_WORKDIR)
+    # scores every record's (query, positive) and (query, negative) when training starts.
+    c.objectives.margin_mse = 1.0
+    c.distill.scores = "cross_encoder"
   return c

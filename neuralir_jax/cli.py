@@ -1,4 +1,4 @@
-"""The `neuralir` command: train, eval, encode, score, rerank, export, ablate, mine.
+"""The `neuralir` command: train, eval, encode, score, rerank, export, ablate, mine, augment.
 
   neuralir train --config configs/tiny.py --workdir W [--config.KEY=VALUE ...]
   neuralir eval --model DIR_OR_WORKDIR --task sts:FILE|beir:DIR[:SPLIT]|nli:FILE [--index scann|exact]
@@ -9,6 +9,7 @@
   neuralir export --model DIR | --workdir W [--step N] --output DIR [--overwrite]   # bi- or cross-encoder
   neuralir ablate --config configs/ablation_negatives.py --workdir W [--config.KEY=VALUE ...]
   neuralir mine --model DIR|bm25 --data beir:DIR:SPLIT|triples:FILE --output F.jsonl --num-negatives K [--range-max B]
+  neuralir augment --data sts:GOLD.tsv --sampler bm25|MODEL --cross-encoder CE --top-k K --output SILVER.tsv
 
 `--model` takes a Hugging Face / sentence-transformers directory, a training workdir or `minilm`. Errors the
 user can fix (bad paths, keys, values, files) print one line `neuralir: error: ...` and exit with status 2;
@@ -106,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
   r.add_argument("--duo", default=None, help="a duoBERT cross-encoder (directory or workdir trained with "
                  "objectives.ce_pairwise) that re-orders the monoBERT top --duo-top-k by pairwise preferences")
   r.add_argument("--duo-top-k", type=int, default=10, help="documents per query duoBERT compares (k(k-1) triples)")
+  r.add_argument("--fuse-weights", default="", help="comma-separated first-stage shares w in [0, 1]: also score "
+                 "w * z(first stage) + (1 - w) * z(reranker), per-query standardised, as 'fused' metrics")
   r.add_argument("--output", default=None, help="JSON file for both stages' metrics")
   x = sub.add_parser("export", help="write a PyTorch (transformers + sentence-transformers) directory")
   src = x.add_mutually_exclusive_group(required=True)
@@ -141,6 +144,15 @@ def _parser() -> argparse.ArgumentParser:
   m.add_argument("--teacher", default=None, help="a cross-encoder (directory or workdir) whose logits of every "
                  "(query, positive) and (query, negative) are written as teacher_positive_scores / "
                  "teacher_negative_scores, for distillation (objectives.margin_mse, listwise_kl)")
+  a = sub.add_parser("augment", help="Augmented SBERT: silver STS pairs sampled by BM25 or a bi-encoder, labelled "
+                     "by a cross-encoder", description="See neuralir_jax/augment.py.")
+  a.add_argument("--data", required=True, help="sts:FILE.tsv, the gold pairs whose sentences are paired anew")
+  a.add_argument("--sampler", required=True, help=_MODEL_HELP + ", or 'bm25' (bm25s): finds each sentence's "
+                 "neighbours")
+  a.add_argument("--cross-encoder", required=True, help="a cross-encoder directory or workdir (one sigmoid score)")
+  a.add_argument("--top-k", type=int, default=3, help="neighbours per sentence")
+  a.add_argument("--batch-size", type=int, default=32, help="pairs per cross-encoder call")
+  a.add_argument("--output", required=True, help="new STS-B TSV (sentence1, sentence2, score 0..5)")
   return p
 
 
@@ -260,32 +272,12 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
   return pairs
 
 
-def _load_cross_encoder(path: str, step: int | None = None, flag: str = "--model", one_label: bool = False):
-  """A CrossEncoder from a cross-encoder directory or a cross-encoder training workdir (latest or `step`);
-  one_label: refuse a classifier with several labels (relevance teachers and duoBERT give one logit)."""
-  from neuralir_jax import config_lib, cross_encoder
-  resolved = config_lib.resolve_model_path(path)
-  if not os.path.isdir(resolved):
-    raise FileNotFoundError(f"{flag} {path}: no such directory; pass a cross-encoder directory or workdir.")
-  if cross_encoder.is_cross_encoder_workdir(resolved):
-    return cross_encoder.load_trained(resolved, step)
-  if step is not None:
-    raise ValueError(f"{path} is a model directory, not a training workdir: drop --step.")
-  if not cross_encoder.is_cross_encoder_directory(resolved):
-    raise ValueError(f"{flag} {path}: {os.path.join(resolved, 'config.json')} names no "
-                     "*ForSequenceClassification architecture; pass a cross-encoder directory.")
-  model = cross_encoder.load_cross_encoder(resolved)
-  if one_label and model.config.num_labels != 1:
-    raise ValueError(f"{flag} {path}: its classifier has {model.config.num_labels} labels; {flag} needs a "
-                     "relevance model with one logit (num_labels=1).")
-  return model
-
-
 def _score(args) -> None:
   import numpy as np
+  from neuralir_jax import cross_encoder
   pairs = read_pairs(args.input)
   check_output_file(args.output)
-  model = _load_cross_encoder(args.model)
+  model = cross_encoder.load_any(args.model)
   scores = model.predict(pairs, batch_size=args.batch_size)
   with open(args.output, "wb") as f:
     np.save(f, np.asarray(scores, np.float32))
@@ -293,16 +285,21 @@ def _score(args) -> None:
 
 
 def _rerank(args) -> dict:
-  from neuralir_jax import rerank
+  from neuralir_jax import cross_encoder, rerank
   if args.duo and args.duo_top_k < 2:
     raise ValueError(f"--duo-top-k {args.duo_top_k}: duoBERT compares documents; pass 2 or more.")
-  reranker = _load_cross_encoder(args.reranker, flag="--reranker")
+  reranker = cross_encoder.load_any(args.reranker, flag="--reranker")
   if args.first_stage == "bm25" and args.step is not None:
     raise ValueError("--step applies to a training workdir, not to --first-stage bm25: drop --step.")
-  duo = _load_cross_encoder(args.duo, flag="--duo", one_label=True) if args.duo else None
+  duo = cross_encoder.load_any(args.duo, flag="--duo", one_label=True) if args.duo else None
+  try:
+    weights = tuple(float(w) for w in args.fuse_weights.split(",") if w.strip())
+  except ValueError:
+    raise ValueError(f"--fuse-weights {args.fuse_weights!r}: pass comma-separated numbers in [0, 1], e.g. "
+                     "0.3,0.5,0.7.") from None
   first = "bm25" if args.first_stage == "bm25" else _load(args.first_stage, args.step)
   return rerank.rerank_task(first, reranker, args.task, top_k=args.top_k, index=args.index,
-                            batch_size=args.batch_size, duo=duo, duo_top_k=args.duo_top_k)
+                            batch_size=args.batch_size, duo=duo, duo_top_k=args.duo_top_k, fuse_weights=weights)
 
 
 def _export(args) -> None:
@@ -312,7 +309,7 @@ def _export(args) -> None:
     raise FileNotFoundError(f"{args.workdir}: no checkpoints/ folder; is this a training workdir?")
   source = args.workdir or config_lib.resolve_model_path(args.model)
   if cross_encoder.is_cross_encoder(source):
-    model = _load_cross_encoder(source, args.step)
+    model = cross_encoder.load_any(source, args.step)
     if distributed.is_main_process():
       model.save_pretrained(args.output, overwrite=args.overwrite, source=os.path.abspath(source))
     print(f"exported to {args.output}")
@@ -357,10 +354,14 @@ def run(argv: list[str]) -> int:
     if args.output and distributed.is_main_process():
       with open(args.output, "w") as f:
         f.write(text + "\n")
-  elif args.command == "mine":
-    from neuralir_jax import mine
+  elif args.command == "augment":
+    from neuralir_jax import augment, cross_encoder
     check_output_file(args.output)
-    mine.run_from_cli(args, _load, lambda path: _load_cross_encoder(path, flag="--teacher", one_label=True))
+    augment.run_from_cli(args, _load, lambda path: cross_encoder.load_any(path, flag="--cross-encoder"))
+  elif args.command == "mine":
+    from neuralir_jax import cross_encoder, mine
+    check_output_file(args.output)
+    mine.run_from_cli(args, _load, lambda path: cross_encoder.load_any(path, flag="--teacher", one_label=True))
   elif args.command == "eval":
     text = json.dumps(json_safe(_evaluate(args)), indent=2, sort_keys=True, allow_nan=False)
     print(text)

@@ -40,7 +40,7 @@ FAMILIES = ("bi_encoder", "cross_encoder")
 CROSS_ENCODER_OBJECTIVES = ("ce_pointwise", "ce_listwise", "ce_pairwise")
 DISTILL_OBJECTIVES = ("margin_mse", "listwise_kl", "embedding_mse")
 OBJECTIVES = ("nli_softmax", "sts_cosine", "triplet", "infonce", "sigmoid") + DISTILL_OBJECTIVES + CROSS_ENCODER_OBJECTIVES
-DISTILL_SCORES = ("teacher", "miner")
+DISTILL_SCORES = ("teacher", "miner", "cross_encoder")
 
 # ml_collections.config_flags parses `--config.KEY=VALUE` with these (absl) parsers, by the key's type.
 _PARSERS = {int: flags.IntegerParser(), float: flags.FloatParser(), bool: flags.BooleanParser(),
@@ -272,6 +272,7 @@ def _check_model_and_data(config: ml_collections.ConfigDict, max_positions: int 
       _require(config, _value(config, key) <= max_positions, key,
                f"the model has {max_positions} position embeddings; set --config.{key}={max_positions} or less")
   _number(config, "data.num_negatives", 1, 1)
+  _number(config, "data.pool_negatives", 2, 0)
   if tuple(config.model.layers):
     _require(config, config.model.init != "random", "model.layers",
              "selects layers of a pretrained model.init; with model.init=random set model.bert.num_hidden_layers")
@@ -316,6 +317,13 @@ def _check_family(config: ml_collections.ConfigDict, max_positions: int | None, 
     if cross:
       raise ValueError(f"objectives {sorted(cross)} train a cross-encoder: set --config.model.family="
                        "cross_encoder, or set their weights to 0.")
+    if on & {"margin_mse", "listwise_kl"} and config.distill.scores == "cross_encoder":
+      _require(config, bool(config.distill.teacher), "distill.teacher",
+               "distill.scores=cross_encoder scores the pairs with a teacher cross-encoder: set "
+               "--config.distill.teacher=CE_DIR_OR_WORKDIR")
+      _require(config, "embedding_mse" not in on, "distill.teacher",
+               "is a cross-encoder for distill.scores=cross_encoder, but embedding_mse needs a bi-encoder "
+               "teacher: train them in two runs")
     if "embedding_mse" in on:
       _require(config, bool(config.distill.teacher), "distill.teacher",
                "objectives.embedding_mse needs a teacher bi-encoder: set --config.distill.teacher=minilm (or a "

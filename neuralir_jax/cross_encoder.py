@@ -531,6 +531,27 @@ def load_trained(path: str, step: int | None = None, **kwargs) -> CrossEncoder:
   return CrossEncoder(config, trained.params["encoder"], tokenization.Tokenizer(trained.tokenizer_dir), **kwargs)
 
 
+def load_any(path: str, step: int | None = None, flag: str = "--model", one_label: bool = False) -> CrossEncoder:
+  """A CrossEncoder from a cross-encoder directory or a cross-encoder training workdir (latest or `step`);
+  one_label: refuse a classifier with several labels (relevance teachers and duoBERT give one logit).
+  Errors name `flag`, the option that gave the path."""
+  resolved = config_lib.resolve_model_path(path)
+  if not os.path.isdir(resolved):
+    raise FileNotFoundError(f"{flag} {path}: no such directory; pass a cross-encoder directory or workdir.")
+  if is_cross_encoder_workdir(resolved):
+    return load_trained(resolved, step)
+  if step is not None:
+    raise ValueError(f"{path} is a model directory, not a training workdir: drop --step.")
+  if not is_cross_encoder_directory(resolved):
+    raise ValueError(f"{flag} {path}: {os.path.join(resolved, 'config.json')} names no "
+                     "*ForSequenceClassification architecture; pass a cross-encoder directory.")
+  model = load_cross_encoder(resolved)
+  if one_label and model.config.num_labels != 1:
+    raise ValueError(f"{flag} {path}: its classifier has {model.config.num_labels} labels; {flag} needs a "
+                     "relevance model with one logit (num_labels=1).")
+  return model
+
+
 def is_cross_encoder(path: str) -> bool:
   """Whether `path` is a cross-encoder: a sequence-classification directory or a cross-encoder workdir."""
   return is_cross_encoder_directory(path) or is_cross_encoder_workdir(path)

@@ -213,25 +213,31 @@ def _read_pairs(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -
 
 def load_records(source_spec: str, view: str, *, seed: int = 0, skip_invalid: bool = False,
                  tfds_data_dir: str | None = None, num_negatives: int = 1,
-                 scores: str | None = None) -> list[dict]:
+                 scores: str | None = None, pool_negatives: int = 0) -> list[dict]:
   """The records of one training view (see the module docstring) of a source string.
 
   `skip_invalid` skips (and counts) bad rows instead of raising `FILE:LINE: ...`; a view that ends up
   with no record raises a one-line ValueError naming the source. `num_negatives` (k) hard negatives are
   taken from each triples row (the first k of its list; "negative" is a list when k > 1). `scores`
   ("teacher" or "miner", see `readers.SCORE_PREFIXES`) adds each triples record's `teacher_scores`: its
-  positive's score, then its k negatives'.
+  positive's score, then its k negatives'. `pool_negatives` (m) more negatives per triples record are drawn
+  (with `seed`) from the other rows' positives, never one of the record's own positives (`tuple_records`).
   """
   if view not in VIEWS:
     raise ValueError(f"unknown view {view!r} for {source_spec!r}; use one of {VIEWS}.")
   if "," in source_spec:
     return _joined_records(source_spec.split(","), view, seed=seed, skip_invalid=skip_invalid,
-                           tfds_data_dir=tfds_data_dir, num_negatives=num_negatives, scores=scores)
+                           tfds_data_dir=tfds_data_dir, num_negatives=num_negatives, scores=scores,
+                           pool_negatives=pool_negatives)
   source = parse_source(source_spec)
   if scores is not None and source.kind != "triples":
     raise ValueError(f"{source_spec}: distillation from scores reads them from a triples: JSONL file (`neuralir "
                      "mine --teacher CE_DIR` writes one); use such a source or turn margin_mse/listwise_kl off.")
-  records = _view_records(source, source_spec, view, seed, skip_invalid, tfds_data_dir, num_negatives, scores)
+  if pool_negatives and (source.kind != "triples" or view != "triplets"):
+    raise ValueError(f"{source_spec}: data.pool_negatives={pool_negatives} draws negatives from the other rows' "
+                     "positives of a triples: source with data.view=triplets; use one, or set it to 0.")
+  records = _view_records(source, source_spec, view, seed, skip_invalid, tfds_data_dir, num_negatives, scores,
+                          pool_negatives)
   if not records:
     raise ValueError(f"{source_spec}: view {view!r} gives no records; use another view or source "
                      f"(views: {', '.join(VIEWS)}).")
@@ -253,7 +259,8 @@ def _joined_records(specs: list[str], view: str, **kwargs) -> list[dict]:
 
 
 def _view_records(source: Source, source_spec: str, view: str, seed: int, skip_invalid: bool,
-                  tfds_data_dir: str | None, num_negatives: int, scores: str | None = None) -> list[dict]:
+                  tfds_data_dir: str | None, num_negatives: int, scores: str | None = None,
+                  pool_negatives: int = 0) -> list[dict]:
   if source.kind == "parallel" and view != "duplicates":
     return [{"anchor": r["source"], "positive": target} for r in readers.read_parallel(source.path, skip_invalid)
             for target in r["targets"]]
@@ -265,7 +272,7 @@ def _view_records(source: Source, source_spec: str, view: str, seed: int, skip_i
     raise ValueError(f"{source_spec}: view 'nli_full' needs an NLI source (nli: or tfds:snli...).")
   if source.kind == "triples":
     return tuple_records(readers.read_tuples(source.path, skip_invalid), num_negatives, source.path,
-                         skip_invalid, scores)
+                         skip_invalid, scores, pool_negatives=pool_negatives, seed=seed)
   if source.kind == "beir":
     return beir_pairs_view(*load_beir(source.path, source.split, skip_invalid))
   rows = _read_pairs(source, skip_invalid, tfds_data_dir)
@@ -315,16 +322,22 @@ def beir_pairs_view(corpus: dict[str, str], queries: dict[str, str],
 
 
 def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_invalid: bool,
-                  scores: str | None = None) -> list[dict]:
+                  scores: str | None = None, *, pool_negatives: int = 0, seed: int = 0) -> list[dict]:
   """`readers.read_tuples` rows -> one record per (query, positive) with the row's first k negatives.
 
   Records carry anchor/positive/negative texts and, where the file gives them, anchor_id, positive_id and
   negative_id (a list when k > 1). A file whose rows have no negatives gives (anchor, positive) records; a
   row with fewer than k negatives raises `FILE:LINE` (or is skipped and counted with skip_invalid).
   `scores` adds `teacher_scores` [1 + k] from the rows' score lists (a row without them raises `FILE:LINE`).
+  `pool_negatives` (m) appends m negatives to each record, drawn with `seed` from the distinct positives of
+  all rows minus the row's own (by id where the file gives ids, else by text): another query's relevant
+  document, which a model that only learnt "this looks like a relevant document" ranks too high.
   """
   if num_negatives < 1:
     raise ValueError(f"data.num_negatives={num_negatives}: use 1 or more.")
+  if pool_negatives and scores is not None:
+    raise ValueError(f"{path}: data.pool_negatives={pool_negatives} adds negatives the teacher never scored; set "
+                     "it to 0 for margin_mse / listwise_kl.")
   with_negatives = any(r["negatives"] for r in rows)
   if scores is not None:
     prefix = readers.SCORE_PREFIXES[scores]
@@ -338,6 +351,8 @@ def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_inva
         hint = ("score them with `neuralir mine --teacher CE_DIR`, or set --config.distill.scores=miner"
                 if scores == "teacher" else "write them with `neuralir mine`")
         raise ValueError(f"{path}:{r['line']}: no {' / '.join(missing)} (distill.scores={scores!r}); {hint}.")
+  pool = _positive_pool(rows) if pool_negatives else []
+  rng = np.random.default_rng(seed)
   records, short = [], 0
   for r in rows:
     if with_negatives and len(r["negatives"]) < num_negatives:
@@ -363,11 +378,50 @@ def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_inva
           record["negative_id"] = ids[0] if num_negatives == 1 else list(ids[:num_negatives])
       if scores is not None:
         record["teacher_scores"] = [r[keys[0]][j], *r[keys[1]][:num_negatives]]
+      if pool_negatives:
+        _add_pool_negatives(record, r, pool, pool_negatives, rng, path)
       records.append(record)
   if short:
     logging.warning("%s: skipped %d of %d rows with fewer than data.num_negatives=%d negatives "
                     "(skip_invalid=True); %d records.", path, short, len(rows), num_negatives, len(records))
   return records
+
+
+def _positive_pool(rows: Sequence[dict]) -> list[tuple[str, str | None]]:
+  """The distinct (text, id) positives of all rows, in file order."""
+  seen, pool = set(), []
+  for r in rows:
+    for j, text in enumerate(r["positives"]):
+      doc_id = r["positive_ids"][j] if r["positive_ids"] is not None else None
+      key = doc_id if doc_id is not None else text
+      if key not in seen:
+        seen.add(key)
+        pool.append((text, doc_id))
+  return pool
+
+
+def _add_pool_negatives(record: dict, row: dict, pool: list[tuple[str, str | None]], m: int,
+                        rng: np.random.Generator, path: str) -> None:
+  """Appends m of the pool's positives that are not one of `row`'s own to the record's negatives."""
+  own = set(row["positive_ids"] or ()) | set(row["positives"])
+  picks: list[tuple[str, str | None]] = []
+  for index in rng.permutation(len(pool)):
+    text, doc_id = pool[index]
+    if text not in own and (doc_id is None or doc_id not in own):
+      picks.append((text, doc_id))
+      if len(picks) == m:
+        break
+  if len(picks) < m:
+    raise ValueError(f"{path}: data.pool_negatives={m}, but only {len(picks)} other rows' positives are not "
+                     f"line {row['line']}'s own; lower it.")
+  negatives, ids = record.get("negative", []), record.get("negative_id", [])
+  negatives = [negatives] if isinstance(negatives, str) else list(negatives)
+  ids = [ids] if isinstance(ids, str) else list(ids)
+  record["negative"] = negatives + [text for text, _ in picks]
+  if len(ids) == len(negatives) and all(doc_id is not None for _, doc_id in picks):
+    record["negative_id"] = ids + [doc_id for _, doc_id in picks]
+  else:
+    record.pop("negative_id", None)
 
 
 def _texts_of(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -> list[str]:

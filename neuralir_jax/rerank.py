@@ -6,7 +6,9 @@ every (query, document) pair of each query's top `top_k` and the documents are o
 run keeps only those k documents, as BEIR's re-ranking evaluation does. An optional duoBERT stage
 (`duo_run`) re-orders the top few of the monoBERT ranking by pairwise preferences. Both runs are scored with the metrics
 of `neuralir eval` (`evaluate.RETRIEVAL_METRICS`), so the two stages are directly comparable. The pairs are
-scored in batches split over the local devices.
+scored in batches split over the local devices. `fused_run` interpolates the two stages' scores (each
+standardised per query), the usual hybrid of a re-ranker with its first stage; `--fuse-weights` reports a
+grid of weights in one run, so that the weight is chosen on a dev split and read off the test split.
 """
 
 from __future__ import annotations
@@ -83,14 +85,41 @@ def duo_run(duo, run: Mapping[str, Mapping[str, float]], corpus: Mapping[str, st
   return out, len(triples)
 
 
+def _standardised(scores: Mapping[str, float]) -> dict[str, float]:
+  values = np.asarray(list(scores.values()), np.float64)
+  std = values.std() if len(values) > 1 else 0.0
+  z = (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+  return dict(zip(scores, z.tolist()))
+
+
+def fused_run(first: Mapping[str, Mapping[str, float]], reranked: Mapping[str, Mapping[str, float]],
+              weight: float) -> Run:
+  """weight * z(first-stage score) + (1 - weight) * z(reranker score) for each query's re-ranked documents;
+  z standardises one query's scores over those documents (mean 0, std 1; all-equal scores give 0s).
+  weight 0 orders as the reranker, 1 as the first stage (both over the re-ranked documents only)."""
+  if not 0.0 <= weight <= 1.0:
+    raise ValueError(f"fusion weight {weight}: pass a value in [0, 1] (the first stage's share).")
+  out: Run = {}
+  for qid, docs in reranked.items():
+    z_first = _standardised({d: first[qid][d] for d in docs})
+    z_rerank = _standardised(docs)
+    out[qid] = {d: weight * z_first[d] + (1.0 - weight) * z_rerank[d] for d in docs}
+  return out
+
+
 def rerank_task(first_stage: Any, reranker, task: str, *, top_k: int = 100, index: str = "exact",
-                batch_size: int = 32, encode_batch_size: int = 128, duo=None, duo_top_k: int = 10) -> dict:
-  """{"task", "top_k", "first_stage": metrics, "reranked": metrics[, "duo": metrics]} for a
-  `beir:DIR[:SPLIT]` task.
+                batch_size: int = 32, encode_batch_size: int = 128, duo=None, duo_top_k: int = 10,
+                fuse_weights: tuple[float, ...] = ()) -> dict:
+  """{"task", "top_k", "first_stage": metrics, "reranked": metrics[, "duo": metrics][, "fused": {weight:
+  metrics}]} for a `beir:DIR[:SPLIT]` task.
 
   first_stage: "bm25" or an `Encoder` (its query / document prompts apply, as in `neuralir eval`).
   duo: a duoBERT `CrossEncoder` that re-orders each query's top duo_top_k of the monoBERT ranking.
+  fuse_weights: first-stage shares w of `fused_run`, each scored as "fused"[f"{w:g}"].
   """
+  for weight in fuse_weights:
+    if not 0.0 <= weight <= 1.0:
+      raise ValueError(f"--fuse-weights {weight:g}: pass values in [0, 1] (the first stage's share).")
   from neuralir_jax import data
   source = data.parse_source(task)
   if source.kind != "beir":
@@ -115,6 +144,9 @@ def rerank_task(first_stage: Any, reranker, task: str, *, top_k: int = 100, inde
   rerank_seconds = time.perf_counter() - tic
   out = {"task": task, "top_k": top_k, "first_stage": dict(first, seconds=first_seconds),
          "reranked": dict(reranked, seconds=rerank_seconds, pairs=sum(min(len(d), top_k) for d in run.values()))}
+  if fuse_weights:
+    out["fused"] = {f"{w:g}": ir_metrics.compute_metrics(fused_run(run, reranked_run, w), qrels,
+                                                         evaluate.RETRIEVAL_METRICS) for w in fuse_weights}
   if duo is not None:
     if duo_top_k < 2:
       raise ValueError(f"--duo-top-k {duo_top_k}: duoBERT compares documents; pass 2 or more.")

@@ -115,7 +115,10 @@ def make_iterator(config: ml_collections.ConfigDict, family, tokenizer: tokeniza
                               skip_invalid=config.data.skip_invalid,
                               tfds_data_dir=config.data.tfds_data_dir or None,
                               num_negatives=config.data.num_negatives,
-                              scores=config.distill.scores if on & {"margin_mse", "listwise_kl"} else None)
+                              pool_negatives=config.data.pool_negatives,
+                              scores=_file_scores(config, on))
+  if on & {"margin_mse", "listwise_kl"} and config.distill.scores == "cross_encoder":
+    records = attach_teacher_scores(records, config)
   if "embedding_mse" in on:
     records = attach_teacher_embeddings(records, config)
   columns = family.text_columns(set(records[0]))
@@ -134,6 +137,33 @@ def make_iterator(config: ml_collections.ConfigDict, family, tokenizer: tokeniza
       process_index=jax.process_index(), process_count=jax.process_count(), max_lengths=max_lengths,
       prompts={c: p for c, p in prompts.items() if p}, sampler=config.data.sampler,
       packing_spec=_packing_spec(config, num_devices))
+
+
+def _file_scores(config: ml_collections.ConfigDict, on: set[str]) -> str | None:
+  """Which score lists of the triples file teach (None: no score distillation, or a cross-encoder scores)."""
+  if not on & {"margin_mse", "listwise_kl"} or config.distill.scores == "cross_encoder":
+    return None
+  return config.distill.scores
+
+
+def attach_teacher_scores(records: list[dict], config: ml_collections.ConfigDict) -> list[dict]:
+  """Copies of the records with `teacher_scores` [1 + k]: the logits of distill.teacher (a cross-encoder
+  directory or workdir) for each record's (anchor, positive) and (anchor, negative) pairs, every distinct
+  pair scored once before training (distill.scores=cross_encoder; the file needs no teacher scores)."""
+  from neuralir_jax import cross_encoder
+  if "negative" not in records[0]:
+    raise ValueError(f"{config.data.train}: its records have no negatives; margin_mse / listwise_kl compare a "
+                     "query's positive with its negatives: train on `neuralir mine` output (data.view=triplets).")
+  teacher = cross_encoder.load_any(config.distill.teacher, flag="distill.teacher", one_label=True)
+  docs = [[r["positive"], *([r["negative"]] if isinstance(r["negative"], str) else r["negative"])]
+          for r in records]
+  pairs = sorted({(r["anchor"], d) for r, ds in zip(records, docs) for d in ds})
+  tic = time.perf_counter()
+  logits = teacher.predict_logits(pairs, batch_size=config.eval.batch_size)[:, 0]
+  logging.info("distill: %s scored %d (query, document) pairs in %.0f s", config.distill.teacher, len(pairs),
+               time.perf_counter() - tic)
+  index = {pair: float(x) for pair, x in zip(pairs, logits)}
+  return [dict(r, teacher_scores=[index[(r["anchor"], d)] for d in ds]) for r, ds in zip(records, docs)]
 
 
 def attach_teacher_embeddings(records: list[dict], config: ml_collections.ConfigDict) -> list[dict]:

@@ -7,7 +7,6 @@ the training loop itself is covered by the training tests.
 import json
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 

@@ -166,14 +166,31 @@ def test_rerank_bm25_first_stage(ce_dir, small_beir, tmp_path):
   """BM25 -> monoBERT top 10 -> duoBERT top 3 (the same directory serves as both here)."""
   out = tmp_path / "bm25.json"
   assert cli.run(["rerank", "--first-stage", "bm25", "--reranker", ce_dir, "--task", f"beir:{small_beir}",
-                  "--top-k", "10", "--duo", ce_dir, "--duo-top-k", "3", "--output", str(out)]) == 0
+                  "--top-k", "10", "--duo", ce_dir, "--duo-top-k", "3", "--fuse-weights", "0,1",
+                  "--output", str(out)]) == 0
   result = json.loads(out.read_text())
+  # Fusion weight 0 orders as the reranker, 1 as the first stage (z-scores are monotone in the scores).
+  for key in ("ndcg@10", "mrr@10"):
+    assert result["fused"]["0"][key] == pytest.approx(result["reranked"][key], abs=1e-12)
+    assert result["fused"]["1"][key] == pytest.approx(result["first_stage"][key], abs=1e-12)
   assert set(result["first_stage"]) >= set(("ndcg@10", "recall@100", "num_queries"))
   assert result["first_stage"]["num_queries"] == result["reranked"]["num_queries"] == 8
   # Re-ranking the top 10 reorders them only: the documents found in the top 10 stay the same.
   np.testing.assert_allclose(result["reranked"]["recall@10"], result["first_stage"]["recall@10"], atol=1e-9)
   assert result["duo"]["triples"] == 8 * 3 * 2 and result["duo_top_k"] == 3
   np.testing.assert_allclose(result["duo"]["recall@10"], result["reranked"]["recall@10"], atol=1e-9)
+
+
+def test_fused_run_interpolates_per_query_z_scores():
+  from neuralir_jax import rerank
+  first = {"q": {"a": 3.0, "b": 2.0, "c": 1.0, "far": 0.5}}
+  reranked = {"q": {"a": 0.0, "b": 10.0, "c": 5.0}}  # The reranker scored the top 3 only.
+  fused = rerank.fused_run(first, reranked, 0.25)
+  z_first, z_rerank = np.array([1.0, 0.0, -1.0]) / np.sqrt(2 / 3), np.array([-1.0, 1.0, 0.0]) / np.sqrt(2 / 3)
+  np.testing.assert_allclose([fused["q"][d] for d in "abc"], 0.25 * z_first + 0.75 * z_rerank, atol=1e-12)
+  assert set(fused["q"]) == {"a", "b", "c"}
+  with pytest.raises(ValueError, match=r"fusion weight 1.5"):
+    rerank.fused_run(first, reranked, 1.5)
 
 
 def test_mine_teacher_then_train_a_cross_encoder_workdir_and_export(ce_dir, small_beir, tmp_path, monkeypatch,

@@ -2,7 +2,6 @@
 objective against a numpy reference, and 8 devices == 1 (pjit + GradCache)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neuralir_jax import data, losses
-from tests.train_helpers import max_abs_diff, run_steps, save_tiny_encoder, tiny_config
+from tests.train_helpers import max_abs_diff, run_steps, save_tiny_cross_encoder, save_tiny_encoder, tiny_config
 
 
 def test_margin_mse_and_listwise_kl_match_numpy():
@@ -117,3 +117,23 @@ def test_teacher_embeddings_are_the_teachers_vectors_of_the_anchors(tmp_path, mi
   assert "teacher_embedding" not in records[0]  # Copies; the caller's records are left as they were.
   with pytest.raises(ValueError, match="embeds in 384 dimensions, the student in 32"):
     train.attach_teacher_embeddings(records, _distill_config(**{"distill.teacher": minilm_path}))
+
+
+def test_teacher_scores_from_a_cross_encoder_when_training_starts(tmp_path, minilm_path):
+  """distill.scores=cross_encoder: each record's teacher_scores are the teacher's logits of its (anchor,
+  positive) and (anchor, negative) pairs; a bi-encoder teacher is a one-line error naming the key."""
+  from neuralir_jax import cross_encoder, train
+  teacher = save_tiny_cross_encoder(str(tmp_path / "ce"), minilm_path)
+  records = [{"anchor": "what lowers fever", "positive": "aspirin lowers fever", "negative": ["cats", "a car"]},
+             {"anchor": "what is a dog", "positive": "dogs bark", "negative": ["aspirin lowers fever", "bread"]}]
+  config = _distill_config(**{"distill.teacher": teacher, "distill.scores": "cross_encoder",
+                              "objectives.embedding_mse": 0.0})
+  out = train.attach_teacher_scores(records, config)
+  pairs = [(r["anchor"], d) for r in records for d in (r["positive"], *r["negative"])]
+  want = cross_encoder.load_cross_encoder(teacher).predict_logits(pairs)[:, 0].reshape(2, 3)
+  assert np.std(want) > 0.05  # The head discriminates: a real comparison.
+  np.testing.assert_allclose([r["teacher_scores"] for r in out], want, atol=1e-5)
+  assert "teacher_scores" not in records[0]
+  with pytest.raises(ValueError, match=r"distill.teacher .*names no \*ForSequenceClassification"):
+    train.attach_teacher_scores(records, _distill_config(**{"distill.teacher": minilm_path,
+                                                            "distill.scores": "cross_encoder"}))

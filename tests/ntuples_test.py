@@ -62,6 +62,27 @@ def test_mined_rows_become_one_record_per_positive_with_k_negatives(tmp_path, ca
     readers.read_tuples(bad)
 
 
+def test_pool_negatives_are_other_rows_positives(tmp_path):
+  """data.pool_negatives appends other queries' positives, never the record's own, seeded."""
+  rows = MINED + [{"query_id": "q3", "query": "what is bread", "positive_ids": ["d9"], "positives": ["bread"],
+                   "negative_ids": ["d6", "d7"], "negatives": ["a car", "the sky"]}]
+  path = _write_jsonl(tmp_path / "mined.jsonl.gz", rows)
+  records = data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=2, seed=3)
+  pool = {"d1": "a cat is a small feline", "d2": "cats are pets", "d5": "dogs bark", "d9": "bread"}
+  for r, own in zip(records, (["d1", "d2"], ["d1", "d2"], ["d5"], ["d9"])):
+    first, *drawn = r["negative_id"]
+    assert len(drawn) == 2 and len(set(drawn)) == 2 and not set(drawn) & set(own) and set(drawn) <= set(pool)
+    assert r["negative"] == [dict(zip(rows[0]["negative_ids"] + rows[1]["negative_ids"] + rows[2]["negative_ids"],
+                                      rows[0]["negatives"] + rows[1]["negatives"] + rows[2]["negatives"]))[first],
+                             *(pool[d] for d in drawn)]
+  assert records == data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=2, seed=3)
+  assert records != data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=2, seed=4)
+  with pytest.raises(ValueError, match=r"data.pool_negatives=3, but only 2 other rows' positives are not line 1's own"):
+    data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=3)
+  with pytest.raises(ValueError, match=r"pool_negatives=1 adds negatives the teacher never scored"):
+    data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=1, scores="miner")
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
   return tokenization.Tokenizer(config_lib.resolve_model_path("minilm"))

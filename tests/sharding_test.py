@@ -4,13 +4,12 @@ import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
 
-import chex  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from neuralir_jax import bi_encoder, config_lib, losses, optimizer, sharding, steps  # noqa: E402
+from neuralir_jax import bi_encoder, config_lib, losses, sharding  # noqa: E402
 from neuralir_jax.model import EncoderConfig, BertConfig, init_params  # noqa: E402
 from train_helpers import max_abs_diff, random_batch, run_steps, tiny_config  # noqa: E402
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import ml_collections
@@ -99,15 +100,35 @@ def max_abs_diff(a, b) -> float:
              zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
+def _tiny_bert():
+  from neuralir_jax import model as model_lib
+  return model_lib.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                              intermediate_size=64, max_position_embeddings=64, type_vocab_size=2)
+
+
 def save_tiny_encoder(path: str, tokenizer_dir: str) -> str:
   """A 1-layer, hidden-32 random bi-encoder with MiniLM's tokenizer saved to `path`: quick to load."""
   import jax
 
   from neuralir_jax import hf_io, tokenization
   from neuralir_jax import model as model_lib
-  bert = model_lib.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                              intermediate_size=64, max_position_embeddings=64)
-  config = model_lib.EncoderConfig(bert=bert, max_seq_length=64)
+  config = model_lib.EncoderConfig(bert=_tiny_bert(), max_seq_length=64)
   params = jax.device_get(model_lib.init_params(config, jax.random.key(0)))
   hf_io.save_hf_directory(path, config, params, tokenization.Tokenizer(tokenizer_dir, 64))
+  return path
+
+
+def save_tiny_cross_encoder(path: str, tokenizer_dir: str) -> str:
+  """A 1-layer, hidden-32 random cross-encoder (one logit, a head scaled so scores spread) saved to `path`."""
+  import jax
+
+  from neuralir_jax import cross_encoder, tokenization
+  from neuralir_jax import model as model_lib
+  bert = dataclasses.replace(_tiny_bert(), initializer_range=0.5)  # Pooled outputs that vary with the input.
+  body = model_lib.init_params(model_lib.EncoderConfig(bert=bert, max_seq_length=64), jax.random.key(0))
+  params = {"bert": body["bert"], "classifier": {"kernel": 0.3 * jax.random.normal(jax.random.key(1), (32, 1)),
+                                                  "bias": np.zeros((1,), np.float32)}}
+  config = cross_encoder.CrossEncoderConfig(bert, 1, "sigmoid", 64)
+  cross_encoder.save_cross_encoder_directory(path, config, jax.device_get(params),
+                                             tokenization.Tokenizer(tokenizer_dir, 64))
   return path

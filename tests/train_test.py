@@ -115,8 +115,8 @@ def test_restore_onto_one_device_continues_like_eight(finished_run, tmp_path):
 def test_kill_9_then_rerun_matches_uninterrupted_run_bit_for_bit(tmp_path):
   """Dropout on and a negative queue (two steps' 32 candidates): the rng, optimizer state, data position
   and queue must all be restored exactly."""
-  args = ("train", "--config", TINY, "--config.num_steps=60", "--config.checkpoint.every_steps=10",
-          "--config.log_every_steps=30", "--config.checkpoint.keep=3", "--config.infonce.queue_size=64")
+  args = ("train", "--config", TINY, "--config.num_steps=24", "--config.checkpoint.every_steps=8",
+          "--config.log_every_steps=12", "--config.checkpoint.keep=3", "--config.infonce.queue_size=64")
   reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
   neuralir(*args, "--workdir", reference)
 
@@ -131,10 +131,10 @@ def test_kill_9_then_rerun_matches_uninterrupted_run_bit_for_bit(tmp_path):
     time.sleep(0.02)
   assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
   latest = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
-  assert latest < 60
+  assert latest < 24
 
   neuralir(*args, "--workdir", killed)
-  assert_trees_equal(final_params(killed, 60), final_params(reference, 60))
+  assert_trees_equal(final_params(killed, 24), final_params(reference, 24))
 
 
 @pytest.mark.parametrize("signum, returncode", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])

@@ -1,0 +1,39 @@
+"""Augmented SBERT (Thakur et al., 2021) on STS-B: the packaged MiniLM fine-tuned with the STS cosine loss
+on the gold train pairs (`configs/augsbert_stsb.py`) or on gold + silver pairs (`:silver`), the silver
+ones sampled by BM25 from the gold sentences and labelled by the STS cross-encoder.
+
+  neuralir train --config configs/cross_encoder_stsb.py --workdir CE
+  neuralir augment --data sts:data/sts/stsb_train.tsv.gz --sampler bm25 --cross-encoder CE --top-k 3 \\
+      --output silver.tsv
+  neuralir train --config configs/augsbert_stsb.py:silver --workdir A --config.data.train=sts:data/sts/stsb_train.tsv.gz,sts:silver.tsv
+  neuralir eval --model A --task sts:data/sts/stsb_dev.tsv.gz --task sts:data/sts/stsb_test.tsv.gz
+
+One epoch at batch 16 (gold: 360 steps; `:silver` sets the steps from SILVER_PAIRS below), AdamW lr 2e-5
+with 10% warmup and linear decay, dropout 0.1, sentences up to 64 tokens.
+"""
+
+from . import common
+
+GOLD_PAIRS = 5749
+SILVER_PAIRS = 0  # Set from the augment run's line "wrote ...: N silver pairs" (README, "Augmented SBERT").
+
+
+def get_config(arg=None):
+  common.check_variant("augsbert_stsb.py", arg, ("silver",))
+  c = common.base_config()
+  c.model.init = "minilm"
+  c.data.train = "sts:data/sts/stsb_train.tsv.gz"
+  c.data.view = "pairs"
+  c.data.max_length = 64
+  c.batch_size = 16
+  pairs = GOLD_PAIRS + (SILVER_PAIRS if arg == "silver" else 0)
+  c.num_steps = -(-pairs // c.batch_size)  # One epoch.
+  c.log_every_steps = 20
+  for name in c.objectives:
+    c.objectives[name] = 0.0
+  c.objectives.sts_cosine = 1.0
+  c.optimizer.learning_rate = 2e-5
+  c.checkpoint.every_steps = c.num_steps
+  c.eval.tasks = ("sts:data/sts/stsb_dev.tsv.gz",)
+  c.eval.every_steps = c.num_steps
+  return c
