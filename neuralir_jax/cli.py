@@ -5,7 +5,7 @@
                 [--truncate-dim D] --output F.json
   neuralir encode --model DIR --input FILE.txt --output FILE.npy [--prompt-name query|document] [--truncate-dim D]
   neuralir rerank --first-stage MODEL|bm25 --reranker CE_DIR --task beir:DIR[:SPLIT] --top-k K --output F.json
-  neuralir score --model CE_DIR --input pairs.tsv --output scores.npy   # one query<TAB>document per line
+  neuralir score --model CE_DIR|MV_DIR --input pairs.tsv --output scores.npy   # one query<TAB>document per line
   neuralir export --model DIR | --workdir W [--step N] --output DIR [--overwrite]   # bi- or cross-encoder
   neuralir ablate --config configs/ablation_negatives.py --workdir W [--config.KEY=VALUE ...]
   neuralir mine --model DIR|bm25 --data beir:DIR:SPLIT|triples:FILE --output F.jsonl --num-negatives K [--range-max B]
@@ -87,11 +87,14 @@ def _parser() -> argparse.ArgumentParser:
   c.add_argument("--truncate-dim", type=int, default=None, metavar="D",
                  help="keep the first D dimensions (Matryoshka; not re-normalised, as sentence-transformers)")
 
-  s = sub.add_parser("score", help="score query<TAB>document pairs with a cross-encoder into a .npy file",
-                     description="One score per input line, as sentence-transformers' CrossEncoder.predict "
-                                 "gives for the directory (its activation applied).")
+  s = sub.add_parser("score", help="score query<TAB>document pairs with a cross-encoder or a multi-vector "
+                     "(ColBERT) model into a .npy file",
+                     description="One score per input line: sentence-transformers' CrossEncoder.predict (its "
+                                 "activation applied), or the MaxSim of MultiVectorEncoder's query and document "
+                                 "token vectors.")
   s.add_argument("--model", required=True, help="a BertForSequenceClassification directory (HF or "
-                                                "sentence-transformers CrossEncoder layout)")
+                                                "sentence-transformers CrossEncoder layout), a cross-encoder "
+                                                "workdir, or a sentence-transformers MultiVectorEncoder directory")
   s.add_argument("--input", required=True, help="UTF-8 file, one query<TAB>document per line")
   s.add_argument("--output", required=True, help="written as given (np.save format)")
   s.add_argument("--batch-size", type=int, default=32)
@@ -274,11 +277,14 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
 
 def _score(args) -> None:
   import numpy as np
-  from neuralir_jax import cross_encoder
+  from neuralir_jax import colbert, config_lib, cross_encoder
   pairs = read_pairs(args.input)
   check_output_file(args.output)
-  model = cross_encoder.load_any(args.model)
-  scores = model.predict(pairs, batch_size=args.batch_size)
+  if colbert.is_multi_vector_directory(config_lib.resolve_model_path(args.model)):
+    scores = colbert.load_multi_vector(config_lib.resolve_model_path(args.model)).score_pairs(
+        pairs, batch_size=args.batch_size)
+  else:
+    scores = cross_encoder.load_any(args.model).predict(pairs, batch_size=args.batch_size)
   with open(args.output, "wb") as f:
     np.save(f, np.asarray(scores, np.float32))
   print(f"wrote {args.output}: {len(pairs)} scores (.npy format)")
