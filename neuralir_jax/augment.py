@@ -5,15 +5,17 @@
 
 Sample: every distinct sentence of the gold pairs is a query against all of them; its top_k nearest other
 sentences (BM25 through bm25s as `neuralir mine` scores, or a bi-encoder's exact cosine search) give
-unlabelled pairs. A pair is kept once in whichever order it is first met; a pair of identical texts and a
-pair the gold data already labels (either order) are dropped, and both counts are logged.
+unlabelled pairs. A pair is kept once in whichever order it is first met; a pair the gold data already
+labels (either order) is dropped, and counted in the log.
 Label: the cross-encoder's `predict` (its activation: sigmoid -> [0, 1]) times 5, the STS-B scale, so a
 cross-encoder trained with `ce_pointwise` on score / 5 gives back its own reading of the score.
-Write: an STS-B TSV (`sentence1<TAB>sentence2<TAB>score`) that an `sts:` source reads.
+Write: an STS-B TSV (`sentence1<TAB>sentence2<TAB>score`; gzipped when the name ends in .gz) that an
+`sts:` source reads.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import time
@@ -48,14 +50,14 @@ def neighbours(sentences: Sequence[str], sampler: Any, k: int, batch_size: int =
 
 
 def sample_pairs(rows: Sequence[dict], sampler: Any, k: int, batch_size: int = 128) -> list[tuple[str, str]]:
-  """Unlabelled (sentence1, sentence2) pairs: each gold sentence with its top k other sentences, minus the
-  gold pairs (either order), pairs of identical texts and repeats (either order)."""
+  """Unlabelled (sentence1, sentence2) pairs: each distinct gold sentence with its top k other sentences,
+  minus the gold pairs and repeats (either order)."""
   if k < 1:
     raise ValueError(f"--top-k {k}: pass 1 or more (neighbours sampled per sentence).")
   sentences = distinct_sentences(rows)
   gold = {frozenset((r["sentence1"], r["sentence2"])) for r in rows}
   idx = neighbours(sentences, sampler, k, batch_size)
-  seen, pairs, dropped = set(), [], {"gold": 0, "identical": 0}
+  seen, pairs, dropped_gold = set(), [], 0
   for i, row in enumerate(idx):
     taken = 0
     for j in row:
@@ -64,37 +66,40 @@ def sample_pairs(rows: Sequence[dict], sampler: Any, k: int, batch_size: int = 1
       taken += 1
       a, b = sentences[i], sentences[int(j)]
       key = frozenset((a, b))
-      if a == b:
-        dropped["identical"] += 1
-      elif key in gold:
-        dropped["gold"] += 1
+      if key in gold:
+        dropped_gold += 1
       elif key not in seen:
         seen.add(key)
         pairs.append((a, b))
-  logging.info("augment: %d distinct sentences -> %d silver pairs (top %d each by %s); dropped %d gold pairs and "
-               "%d identical texts, repeats merged", len(sentences), len(pairs), k,
-               sampler if sampler == BM25 else "the bi-encoder", dropped["gold"], dropped["identical"])
+  logging.info("augment: %d distinct sentences -> %d silver pairs (top %d each by %s); dropped %d gold pairs, "
+               "repeats merged", len(sentences), len(pairs), k, sampler if sampler == BM25 else "the bi-encoder",
+               dropped_gold)
   return pairs
 
 
-def label(pairs: Sequence[tuple[str, str]], cross_encoder: Any, batch_size: int = 32) -> np.ndarray:
-  """The cross-encoder's score of each pair on the STS scale: predict (in [0, 1]) x 5."""
+def check_labeller(cross_encoder: Any) -> None:
+  """A labeller gives one sigmoid score in [0, 1] per pair."""
   if cross_encoder.config.num_labels != 1 or cross_encoder.config.activation != "sigmoid":
     raise ValueError(f"--cross-encoder: a {cross_encoder.config.num_labels}-label model with activation "
                      f"{cross_encoder.config.activation!r}; silver STS labels need one sigmoid score in [0, 1] "
                      "(a cross-encoder trained with objectives.ce_pointwise).")
+
+
+def label(pairs: Sequence[tuple[str, str]], cross_encoder: Any, batch_size: int = 32) -> np.ndarray:
+  """The cross-encoder's score of each pair on the STS scale: predict (in [0, 1]) x 5."""
+  check_labeller(cross_encoder)
   scores = np.asarray(cross_encoder.predict(list(pairs), batch_size=batch_size), np.float64)
   return np.clip(scores, 0.0, 1.0) * readers.STS_MAX_SCORE
 
 
 def write_sts(path: str, pairs: Sequence[tuple[str, str]], scores: np.ndarray) -> None:
-  """An STS-B-style TSV: a sentence1 / sentence2 / score header, one pair per line."""
+  """An STS-B-style TSV: a sentence1 / sentence2 / score header, one pair per line (gzipped for *.gz)."""
   for a, b in pairs:
     for text in (a, b):
       if "\t" in text or "\n" in text or "\r" in text:
         raise ValueError(f"{path}: the sentence {text[:60]!r} holds a tab or line break; a TSV cannot keep it.")
   tmp = f"{path}.tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
+  with (gzip.open if path.endswith(".gz") else open)(tmp, "wt", encoding="utf-8") as f:
     f.write("sentence1\tsentence2\tscore\n")
     f.writelines(f"{a}\t{b}\t{s:.4f}\n" for (a, b), s in zip(pairs, scores))
   os.replace(tmp, path)
@@ -112,6 +117,7 @@ def run_from_cli(args, load_encoder, load_cross_encoder) -> int:
     raise ValueError(f"--data {args.data}: use an sts:FILE.tsv source (gold sentence pairs with scores).")
   rows = readers.read_sts(source.path)
   teacher = load_cross_encoder(args.cross_encoder)
+  check_labeller(teacher)
   sampler = BM25 if args.sampler == BM25 else load_encoder(args.sampler, None)
   tic = time.perf_counter()
   pairs = sample_pairs(rows, sampler, args.top_k)

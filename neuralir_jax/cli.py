@@ -280,10 +280,14 @@ def _score(args) -> None:
   from neuralir_jax import colbert, config_lib, cross_encoder
   pairs = read_pairs(args.input)
   check_output_file(args.output)
-  if colbert.is_multi_vector_directory(config_lib.resolve_model_path(args.model)):
-    scores = colbert.load_multi_vector(config_lib.resolve_model_path(args.model)).score_pairs(
-        pairs, batch_size=args.batch_size)
+  resolved = config_lib.resolve_model_path(args.model)
+  if colbert.is_multi_vector_directory(resolved):
+    scores = colbert.load_multi_vector(resolved).score_pairs(pairs, batch_size=args.batch_size)
   else:
+    if os.path.isdir(resolved) and not cross_encoder.is_cross_encoder(resolved):
+      raise ValueError(f"--model {args.model}: neither a cross-encoder (a *ForSequenceClassification directory "
+                       "or a cross-encoder workdir) nor a sentence-transformers MultiVectorEncoder directory; "
+                       "pass one of those.")
     scores = cross_encoder.load_any(args.model).predict(pairs, batch_size=args.batch_size)
   with open(args.output, "wb") as f:
     np.save(f, np.asarray(scores, np.float32))
@@ -294,15 +298,18 @@ def _rerank(args) -> dict:
   from neuralir_jax import cross_encoder, rerank
   if args.duo and args.duo_top_k < 2:
     raise ValueError(f"--duo-top-k {args.duo_top_k}: duoBERT compares documents; pass 2 or more.")
-  reranker = cross_encoder.load_any(args.reranker, flag="--reranker")
-  if args.first_stage == "bm25" and args.step is not None:
-    raise ValueError("--step applies to a training workdir, not to --first-stage bm25: drop --step.")
-  duo = cross_encoder.load_any(args.duo, flag="--duo", one_label=True) if args.duo else None
   try:
     weights = tuple(float(w) for w in args.fuse_weights.split(",") if w.strip())
   except ValueError:
     raise ValueError(f"--fuse-weights {args.fuse_weights!r}: pass comma-separated numbers in [0, 1], e.g. "
                      "0.3,0.5,0.7.") from None
+  for weight in weights:
+    if not 0.0 <= weight <= 1.0:
+      raise ValueError(f"--fuse-weights {weight:g}: pass values in [0, 1] (the first stage's share).")
+  reranker = cross_encoder.load_any(args.reranker, flag="--reranker")
+  if args.first_stage == "bm25" and args.step is not None:
+    raise ValueError("--step applies to a training workdir, not to --first-stage bm25: drop --step.")
+  duo = cross_encoder.load_any(args.duo, flag="--duo", one_label=True) if args.duo else None
   first = "bm25" if args.first_stage == "bm25" else _load(args.first_stage, args.step)
   return rerank.rerank_task(first, reranker, args.task, top_k=args.top_k, index=args.index,
                             batch_size=args.batch_size, duo=duo, duo_top_k=args.duo_top_k, fuse_weights=weights)

@@ -132,9 +132,16 @@ def load_multi_vector_directory(path: str) -> tuple[MultiVectorConfig, dict, tok
       bert=bert, dim=int(weight.shape[0]), max_length=max_length, prompts=prompts,
       lengths={"query": sbert.get("query_length"), "document": sbert.get("document_length")},
       expansion=expansion, skiplist_ids=tuple(skip),
-      skiplist_tasks=tuple(mask.get("skiplist_tasks") or ("document",)),
+      skiplist_tasks=_tasks(mask.get("skiplist_tasks")),
       length_normalize=similarity == "meanmaxsim")
   return config, params, tokenizer
+
+
+def _tasks(value) -> tuple[str, ...]:
+  """skiplist_tasks as sentence-transformers reads it: None -> documents, a string -> that task."""
+  if value is None:
+    return ("document",)
+  return (value,) if isinstance(value, str) else tuple(value)
 
 
 def token_vectors(config: MultiVectorConfig, params: dict, ids_BxL: jax.Array, attention_BxL: jax.Array,

@@ -36,6 +36,7 @@ import grain
 import numpy as np
 
 from neuralir_jax import config_lib, packing, readers
+from neuralir_jax import negatives as negatives_lib
 from neuralir_jax.readers import NLI_LABELS, load_beir, read_nli, read_sts  # noqa: F401 (re-exported)
 from neuralir_jax.tokenization import Tokenizer
 
@@ -329,15 +330,14 @@ def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_inva
   negative_id (a list when k > 1). A file whose rows have no negatives gives (anchor, positive) records; a
   row with fewer than k negatives raises `FILE:LINE` (or is skipped and counted with skip_invalid).
   `scores` adds `teacher_scores` [1 + k] from the rows' score lists (a row without them raises `FILE:LINE`).
-  `pool_negatives` (m) appends m negatives to each record, drawn with `seed` from the distinct positives of
-  all rows minus the row's own (by id where the file gives ids, else by text): another query's relevant
-  document, which a model that only learnt "this looks like a relevant document" ranks too high.
+  `pool_negatives` (m) appends m other queries' positives to each record's negatives, drawn with `seed`
+  (`negatives.py`).
   """
   if num_negatives < 1:
     raise ValueError(f"data.num_negatives={num_negatives}: use 1 or more.")
   if pool_negatives and scores is not None:
-    raise ValueError(f"{path}: data.pool_negatives={pool_negatives} adds negatives the teacher never scored; set "
-                     "it to 0 for margin_mse / listwise_kl.")
+    raise ValueError(f"{path}: data.pool_negatives={pool_negatives} adds negatives the file has no teacher "
+                     "scores for; set it to 0, or set distill.scores=cross_encoder (the teacher scores them).")
   with_negatives = any(r["negatives"] for r in rows)
   if scores is not None:
     prefix = readers.SCORE_PREFIXES[scores]
@@ -351,7 +351,8 @@ def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_inva
         hint = ("score them with `neuralir mine --teacher CE_DIR`, or set --config.distill.scores=miner"
                 if scores == "teacher" else "write them with `neuralir mine`")
         raise ValueError(f"{path}:{r['line']}: no {' / '.join(missing)} (distill.scores={scores!r}); {hint}.")
-  pool = _positive_pool(rows) if pool_negatives else []
+  pool = negatives_lib.positive_pool(rows) if pool_negatives else []
+  own = negatives_lib.own_documents(rows) if pool_negatives else {}
   rng = np.random.default_rng(seed)
   records, short = [], 0
   for r in rows:
@@ -379,49 +380,12 @@ def tuple_records(rows: Sequence[dict], num_negatives: int, path: str, skip_inva
       if scores is not None:
         record["teacher_scores"] = [r[keys[0]][j], *r[keys[1]][:num_negatives]]
       if pool_negatives:
-        _add_pool_negatives(record, r, pool, pool_negatives, rng, path)
+        negatives_lib.add_pool_negatives(record, r, own, pool, pool_negatives, rng, path)
       records.append(record)
   if short:
     logging.warning("%s: skipped %d of %d rows with fewer than data.num_negatives=%d negatives "
                     "(skip_invalid=True); %d records.", path, short, len(rows), num_negatives, len(records))
   return records
-
-
-def _positive_pool(rows: Sequence[dict]) -> list[tuple[str, str | None]]:
-  """The distinct (text, id) positives of all rows, in file order."""
-  seen, pool = set(), []
-  for r in rows:
-    for j, text in enumerate(r["positives"]):
-      doc_id = r["positive_ids"][j] if r["positive_ids"] is not None else None
-      key = doc_id if doc_id is not None else text
-      if key not in seen:
-        seen.add(key)
-        pool.append((text, doc_id))
-  return pool
-
-
-def _add_pool_negatives(record: dict, row: dict, pool: list[tuple[str, str | None]], m: int,
-                        rng: np.random.Generator, path: str) -> None:
-  """Appends m of the pool's positives that are not one of `row`'s own to the record's negatives."""
-  own = set(row["positive_ids"] or ()) | set(row["positives"])
-  picks: list[tuple[str, str | None]] = []
-  for index in rng.permutation(len(pool)):
-    text, doc_id = pool[index]
-    if text not in own and (doc_id is None or doc_id not in own):
-      picks.append((text, doc_id))
-      if len(picks) == m:
-        break
-  if len(picks) < m:
-    raise ValueError(f"{path}: data.pool_negatives={m}, but only {len(picks)} other rows' positives are not "
-                     f"line {row['line']}'s own; lower it.")
-  negatives, ids = record.get("negative", []), record.get("negative_id", [])
-  negatives = [negatives] if isinstance(negatives, str) else list(negatives)
-  ids = [ids] if isinstance(ids, str) else list(ids)
-  record["negative"] = negatives + [text for text, _ in picks]
-  if len(ids) == len(negatives) and all(doc_id is not None for _, doc_id in picks):
-    record["negative_id"] = ids + [doc_id for _, doc_id in picks]
-  else:
-    record.pop("negative_id", None)
 
 
 def _texts_of(source: Source, skip_invalid: bool, tfds_data_dir: str | None) -> list[str]:

@@ -62,24 +62,35 @@ def test_mined_rows_become_one_record_per_positive_with_k_negatives(tmp_path, ca
     readers.read_tuples(bad)
 
 
-def test_pool_negatives_are_other_rows_positives(tmp_path):
-  """data.pool_negatives appends other queries' positives, never the record's own, seeded."""
+def test_pool_negatives_are_other_queries_positives(tmp_path):
+  """data.pool_negatives appends other queries' positives: never one of the query's own (over all its rows)
+  nor one of the record's hard negatives; seeded."""
   rows = MINED + [{"query_id": "q3", "query": "what is bread", "positive_ids": ["d9"], "positives": ["bread"],
-                   "negative_ids": ["d6", "d7"], "negatives": ["a car", "the sky"]}]
+                   "negative_ids": ["d6", "d7"], "negatives": ["a car", "the sky"]},
+                  {"query_id": "q1", "query": "what is a cat", "positive_ids": ["d3"], "positives": ["kittens"],
+                   "negative_ids": ["d6"], "negatives": ["a car"]},  # q1's third positive, on its own row.
+                  {"query_id": "q4", "query": "what flies", "positive_ids": ["d8"], "positives": ["a plane"],
+                   "negative_ids": ["d7"], "negatives": ["the sky"]}]
   path = _write_jsonl(tmp_path / "mined.jsonl.gz", rows)
-  records = data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=2, seed=3)
-  pool = {"d1": "a cat is a small feline", "d2": "cats are pets", "d5": "dogs bark", "d9": "bread"}
-  for r, own in zip(records, (["d1", "d2"], ["d1", "d2"], ["d5"], ["d9"])):
-    first, *drawn = r["negative_id"]
-    assert len(drawn) == 2 and len(set(drawn)) == 2 and not set(drawn) & set(own) and set(drawn) <= set(pool)
-    assert r["negative"] == [dict(zip(rows[0]["negative_ids"] + rows[1]["negative_ids"] + rows[2]["negative_ids"],
-                                      rows[0]["negatives"] + rows[1]["negatives"] + rows[2]["negatives"]))[first],
-                             *(pool[d] for d in drawn)]
-  assert records == data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=2, seed=3)
-  assert records != data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=2, seed=4)
-  with pytest.raises(ValueError, match=r"data.pool_negatives=3, but only 2 other rows' positives are not line 1's own"):
+  pool = {"d1": "a cat is a small feline", "d2": "cats are pets", "d3": "kittens", "d5": "dogs bark",
+          "d9": "bread", "d8": "a plane"}
+  texts = dict(zip([i for r in rows for i in r["negative_ids"]], [t for r in rows for t in r["negatives"]]))
+  own = {"q1": {"d1", "d2", "d3"}, "q2": {"d5"}, "q3": {"d9"}, "q4": {"d8"}}
+  for seed in range(5):
+    records = data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=2, seed=seed)
+    assert len(records) == 6
+    for r in records:
+      first, *drawn = r["negative_id"]
+      assert len(drawn) == 2 and len(set(drawn)) == 2 and set(drawn) <= set(pool)
+      assert not set(drawn) & own[r["anchor_id"]] and first not in drawn
+      assert r["negative"] == [texts[first], *(pool[d] for d in drawn)]
+  again = data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=2, seed=4)
+  assert records == again
+  assert records != data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=2, seed=3)
+  # q1's first row (positives d1, d2, d3 over its two rows; hard negative d5) can draw only d9 and d8.
+  with pytest.raises(ValueError, match=r"mined.jsonl.gz:1: data.pool_negatives=3, but only 2 positives of other"):
     data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=3)
-  with pytest.raises(ValueError, match=r"pool_negatives=1 adds negatives the teacher never scored"):
+  with pytest.raises(ValueError, match=r"pool_negatives=1 adds negatives the file has no teacher scores for"):
     data.load_records(f"triples:{path}", "triplets", num_negatives=1, pool_negatives=1, scores="miner")
 
 

@@ -115,7 +115,7 @@ def test_restore_onto_one_device_continues_like_eight(finished_run, tmp_path):
 def test_kill_9_then_rerun_matches_uninterrupted_run_bit_for_bit(tmp_path):
   """Dropout on and a negative queue (two steps' 32 candidates): the rng, optimizer state, data position
   and queue must all be restored exactly."""
-  args = ("train", "--config", TINY, "--config.num_steps=24", "--config.checkpoint.every_steps=8",
+  args = ("train", "--config", TINY, "--config.num_steps=24", "--config.checkpoint.every_steps=4",
           "--config.log_every_steps=12", "--config.checkpoint.keep=3", "--config.infonce.queue_size=64")
   reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
   neuralir(*args, "--workdir", reference)
