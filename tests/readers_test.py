@@ -36,7 +36,8 @@ def test_read_nli_bundled_counts(name, count, by_label):
 
 def test_read_sts_bundled():
   expected = {"stsb_train.tsv.gz": 5749, "stsb_dev.tsv.gz": 1500, "stsb_test.tsv.gz": 1379,
-              "sick_train.tsv.gz": 4500, "sick_trial.tsv": 500, "sick_test.tsv.gz": 4927}
+              "sick_train.tsv.gz": 4500, "sick_trial.tsv": 500, "sick_test.tsv.gz": 4927,
+              "stsb_train_silver_bm25.tsv.gz": 18736}
   for name, count in expected.items():
     rows = readers.read_sts(os.path.join(DATA, "sts", name))
     assert len(rows) == count, name
