@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 
 from neuralir_jax import cli, colbert
+from tests.train_helpers import save_tiny_encoder
 
 QUERIES = ["what is a cat?", "How do vaccines train the immune system?"]
 DOCUMENTS = ["A cat, is small.", "Vaccines expose the immune system to a harmless antigen; memory cells "
              "remember it.", "Paris is the capital of France."]
 
 
-def _save(path, minilm_path, colbert_options):
+def _save(path, body, colbert_options):
   import torch
   from sentence_transformers import MultiVectorEncoder
   torch.manual_seed(0)
-  model = MultiVectorEncoder(minilm_path, device="cpu")
+  model = MultiVectorEncoder(body, device="cpu")
   if colbert_options:
     model[0].query_expansion = {"strategy": "fixed", "attend": False, "length": 32}
     model[2].skiplist_words = list(string.punctuation)
@@ -31,8 +32,10 @@ def _save(path, minilm_path, colbert_options):
 
 @pytest.mark.parametrize("colbert_options", [False, True], ids=["plain", "colbert"])
 def test_token_vectors_and_maxsim_equal_sentence_transformers(tmp_path, minilm_path, colbert_options):
+  """A 1-layer random BERT with MiniLM's tokenizer as the body (what MultiVectorEncoder builds from a plain
+  HF directory: + a 128-wide projection), saved by sentence-transformers."""
   path = str(tmp_path / "mv")
-  _save(path, minilm_path, colbert_options)
+  _save(path, save_tiny_encoder(str(tmp_path / "body"), minilm_path), colbert_options)
   from sentence_transformers import MultiVectorEncoder
   st = MultiVectorEncoder(path, device="cpu")
   ours = colbert.load_multi_vector(path)
