@@ -303,9 +303,7 @@ def _rerank(args) -> dict:
   except ValueError:
     raise ValueError(f"--fuse-weights {args.fuse_weights!r}: pass comma-separated numbers in [0, 1], e.g. "
                      "0.3,0.5,0.7.") from None
-  for weight in weights:
-    if not 0.0 <= weight <= 1.0:
-      raise ValueError(f"--fuse-weights {weight:g}: pass values in [0, 1] (the first stage's share).")
+  rerank.check_fuse_weights(weights)  # Before any model loads.
   reranker = cross_encoder.load_any(args.reranker, flag="--reranker")
   if args.first_stage == "bm25" and args.step is not None:
     raise ValueError("--step applies to a training workdir, not to --first-stage bm25: drop --step.")

@@ -92,13 +92,19 @@ def _standardised(scores: Mapping[str, float]) -> dict[str, float]:
   return dict(zip(scores, z.tolist()))
 
 
+def check_fuse_weights(weights: tuple[float, ...]) -> None:
+  """Each fusion weight is the first stage's share, in [0, 1]."""
+  for weight in weights:
+    if not 0.0 <= weight <= 1.0:
+      raise ValueError(f"fusion weight {weight:g}: pass values in [0, 1] (the first stage's share).")
+
+
 def fused_run(first: Mapping[str, Mapping[str, float]], reranked: Mapping[str, Mapping[str, float]],
               weight: float) -> Run:
   """weight * z(first-stage score) + (1 - weight) * z(reranker score) for each query's re-ranked documents;
   z standardises one query's scores over those documents (mean 0, std 1; all-equal scores give 0s).
   weight 0 orders as the reranker, 1 as the first stage (both over the re-ranked documents only)."""
-  if not 0.0 <= weight <= 1.0:
-    raise ValueError(f"fusion weight {weight}: pass a value in [0, 1] (the first stage's share).")
+  check_fuse_weights((weight,))
   out: Run = {}
   for qid, docs in reranked.items():
     z_first = _standardised({d: first[qid][d] for d in docs})
@@ -117,9 +123,7 @@ def rerank_task(first_stage: Any, reranker, task: str, *, top_k: int = 100, inde
   duo: a duoBERT `CrossEncoder` that re-orders each query's top duo_top_k of the monoBERT ranking.
   fuse_weights: first-stage shares w of `fused_run`, each scored as "fused"[f"{w:g}"].
   """
-  for weight in fuse_weights:
-    if not 0.0 <= weight <= 1.0:
-      raise ValueError(f"--fuse-weights {weight:g}: pass values in [0, 1] (the first stage's share).")
+  check_fuse_weights(fuse_weights)
   from neuralir_jax import data
   source = data.parse_source(task)
   if source.kind != "beir":
