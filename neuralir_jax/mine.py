@@ -6,10 +6,11 @@
 
 `mine_hard_negatives` returns one row per query: query_id, query, positive_ids, positives, negative_ids,
 negatives, positive_scores, negative_scores (scores of the miner, kept for distillation; negatives best
-first). The semantics are those of sentence-transformers 6.2 `util.mine_hard_negatives` (cosine similarity):
-the top `range_max + P` documents of each query are retrieved (P: the most positives any query has); every
-judged positive, and every document whose text equals a positive's, is removed (as ST, which keys documents
-and queries by text, queries with the same text share their positives); with `margin` a candidate must
+first). The semantics are those of sentence-transformers 6.3 `util.mine_hard_negatives` (cosine similarity):
+the top `range_max + P + 1` documents of each query are retrieved (P: the most positives any query has);
+every judged positive, every document whose text equals a positive's (as ST, which keys documents and
+queries by text, queries with the same text share their positives) and a document whose text is the
+query's own are removed; with `margin` a candidate must
 satisfy `score + margin <= p`, with `relative_margin` `score <= p - |p| * r` (p: the lowest positive score
 of the query, ST's "harder positive"); the first `range_max` survivors, best first, form the window, its
 first `range_min` are skipped, and `sampling="top"` takes the next `num_negatives` while `"random"` draws
@@ -355,7 +356,7 @@ def select_negatives(scores_QxK: np.ndarray, idx_QxK: np.ndarray, is_positive_Qx
   if margin is not None:  # Compared as ST does, in float32: removed when score + margin > p.
     removed = np.isfinite(s) & (s + np.float32(margin) > min_positive_Q[:, None])
     s[removed], skipped["margin"] = -np.inf, int(removed.sum())
-  if relative_margin is not None:  # ST 6.2: p - |p| * r (not p * (1 - r), which flips for p < 0).
+  if relative_margin is not None:  # ST >= 6.2: p - |p| * r (not p * (1 - r), which flips for p < 0).
     threshold_Q = min_positive_Q - np.abs(min_positive_Q) * np.float32(relative_margin)
     removed = np.isfinite(s) & (s > threshold_Q[:, None])
     s[removed], skipped["relative_margin"] = -np.inf, int(removed.sum())
@@ -398,7 +399,7 @@ def mine_hard_negatives(data: MiningData, model: Any, *, num_negatives: int, ran
   max_positives = int(np.bincount(query_groups[pair_q]).max())
   range_max = resolve_range_max(num_negatives, range_min, range_max, max_positives,
                                 margin is not None or relative_margin is not None)
-  k = min(range_max + max_positives, len(data.docs))
+  k = min(range_max + max_positives + 1, len(data.docs))  # + 1: room for the query's own text, excluded.
   t0 = time.perf_counter()
   if isinstance(model, str):
     if model != BM25:
@@ -414,6 +415,7 @@ def mine_hard_negatives(data: MiningData, model: Any, *, num_negatives: int, ran
   logging.info("mine: scored %d queries x %d documents in %.1f s (%s)", len(data.queries), len(data.docs),
                time.perf_counter() - t0, "bm25" if isinstance(model, str) else f"{index} search")
   is_positive, min_positive = _positives_of_candidates(cand, query_groups, text_groups(data.docs), pair_q, pair_d)
+  is_positive |= _query_texts_of_candidates(cand, data)
   neg_i, neg_s, skipped = select_negatives(
       cand.scores_QxK, cand.idx_QxK, is_positive, min_positive, num_negatives=num_negatives,
       range_min=range_min, range_max=range_max, margin=margin, relative_margin=relative_margin,
@@ -445,6 +447,15 @@ def _positives_of_candidates(cand: Candidates, query_groups: np.ndarray, doc_gro
   min_positive = np.full(len(query_groups), np.inf, np.float32)
   np.minimum.at(min_positive, query_groups[pair_q], cand.positive_scores_P)
   return is_positive, min_positive[query_groups]
+
+
+def _query_texts_of_candidates(cand: Candidates, data: MiningData) -> np.ndarray:
+  """[Q, K] True where the candidate document's text is the query's own (never its negative, as ST 6.3)."""
+  index = {t: i for i, t in enumerate(data.docs)}
+  own_Q = np.array([index.get(q, -2) for q in data.queries], np.int64)  # -2: no document has that text.
+  groups = text_groups(data.docs)
+  own_group_Q = np.where(own_Q >= 0, groups[np.maximum(own_Q, 0)], -2)
+  return (cand.idx_QxK >= 0) & (groups[np.maximum(cand.idx_QxK, 0)] == own_group_Q[:, None])
 
 
 def _log_summary(rows: list[dict], num_negatives: int, skipped: dict, name: str) -> None:

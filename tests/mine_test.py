@@ -71,9 +71,9 @@ def bm25_data(toy_beir):
     (dict(num_negatives=3, range_max=10, margin=0.1), {"q1": ["d5", "d2", "d3"], "q2": ["d9", "d8"], "q3": []}),
     (dict(num_negatives=3, range_max=10, relative_margin=0.1),
      {"q1": ["d5", "d2", "d3"], "q2": ["d9", "d8"], "q3": []}),
-    # range_max=2 retrieves 2 + 2 (the most positives of any query) documents: q1's are d1, p1, d10, d5; the
-    # margin removes d1, and d2 (rank 3 among non-positives) is out of reach.
-    (dict(num_negatives=2, range_max=2, margin=0.0), {"q1": ["d5"], "q2": ["d7", "d9"], "q3": []}),
+    # range_max=2 retrieves 2 + 2 + 1 documents (the most positives of any query, and room for the query's own
+    # text, as ST 6.3): q1's are d1, p1, d10, d5, d2; the margin removes d1, and d3 is out of reach.
+    (dict(num_negatives=2, range_max=2, margin=0.0), {"q1": ["d5", "d2"], "q2": ["d7", "d9"], "q3": []}),
 ])
 def test_bm25_golden_lists(bm25_data, options, expected):
   rows = mine.mine_hard_negatives(bm25_data, "bm25", **options)
@@ -85,6 +85,13 @@ def test_bm25_golden_lists(bm25_data, options, expected):
   assert q2["positive_ids"] == ["p2", "p3"] and q2["positives"] == [DOCS["p2"], DOCS["p3"]]
   np.testing.assert_allclose(q2["positive_scores"], [2.2541, 1.0186], atol=1e-3)  # bm25s, Lucene BM25.
   assert rows[0]["negatives"] == [DOCS[d] for d in rows[0]["negative_ids"]]
+
+
+def test_a_document_with_the_querys_text_is_never_its_negative():
+  data = mine.MiningData(["q1"], ["cats purr loudly"], ["d1", "d2", "d3"],
+                         ["cats purr loudly", "cats purr", "dogs bark"], [[2]])
+  rows = mine.mine_hard_negatives(data, "bm25", num_negatives=2, range_max=2)
+  assert _negatives(rows) == {"q1": ["d2"]}
 
 
 def test_bm25_stems_and_random_sampling(bm25_data):
