@@ -8,7 +8,8 @@
 # 2. dev20: bi-encoder top TOP_K -> monoBERT, and BM25 top TOP_K -> monoBERT, with the fusion grid
 #    (choose the weight here);
 # 3. test: the same commands, reported.
-# Setting NEURALIR_SKIP_TEST=1 stops after dev20.
+# Setting NEURALIR_SKIP_TEST=1 stops after dev20; NEURALIR_FIRST_STAGES="bi" (default "bi bm25") picks the
+# first stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-workdirs/scifact_rerank}
@@ -25,7 +26,7 @@ echo "train bi-encoder $((t1 - t0)) s, cross-encoder $((t2 - t1)) s" | tee "$OUT
 splits="dev20"
 [ "${NEURALIR_SKIP_TEST:-0}" = 1 ] || splits="dev20 test"
 for split in $splits; do
-  for first in bi bm25; do
+  for first in ${NEURALIR_FIRST_STAGES:-bi bm25}; do
     model=$OUT/bi
     [ "$first" = bm25 ] && model=bm25
     t=$(date +%s)

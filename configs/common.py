@@ -26,7 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
   # bi_encoder: one encoder embeds every text (Sentence-BERT, InfoNCE, distillation). cross_encoder: BERT
   # over [CLS] query [SEP] document [SEP] -> one relevance logit (monoBERT; duoBERT with objectives.ce_pairwise),
   # trained with the ce_* objectives on padded batches (data.packing=false) and exported as
-  # BertForSequenceClassification.
+  # BertForSequenceClassification. colbert: late interaction (the `colbert` block), exported in
+  # sentence-transformers' MultiVectorEncoder layout.
   c.model.family = "bi_encoder"
   c.model.init = "minilm"  # "minilm" (packaged all-MiniLM-L6-v2), an HF/ST directory, or "random".
   # Keep only these layers of the pretrained model.init (0-based, in order), e.g. (0, 2, 4): a shallower
@@ -137,6 +138,15 @@ def base_config() -> ml_collections.ConfigDict:
   # the teacher cross-encoder (directory or workdir).
   c.distill.teacher = ""
   c.distill.embedding_columns = ("anchor",)
+  # ColBERT (model.family=colbert): BERT's token vectors projected to `dim` and L2-normalised, MaxSim
+  # scoring. Markers are model.prompts (e.g. "[unused0] " / "[unused1] ", made single special tokens);
+  # queries are padded with [MASK] to data.query_max_length, documents truncated to data.document_max_length.
+  c.colbert = ml_collections.ConfigDict()
+  c.colbert.dim = 128  # Projection width (ColBERT's 128).
+  c.colbert.attend_expansion = True  # The query's [MASK] padding is attended to (the ColBERT paper).
+  c.colbert.skip_punctuation = True  # Documents' punctuation tokens are not scored (ColBERT's skiplist).
+  c.colbert.mask_token_id = -1  # The expansion token's id; -1 = the tokenizer's [MASK].
+  c.colbert.skiplist_ids = ()  # Token ids never scored in documents; () = the punctuation's, when skipped.
   c.triplet = ml_collections.ConfigDict()
   c.triplet.margin = 1.0  # Euclidean margin (Sentence-BERT paper: 1).
   c.negatives = "global"  # global: candidates gathered from every device; local: own batch only.

@@ -94,14 +94,17 @@ def _parser() -> argparse.ArgumentParser:
                                  "token vectors.")
   s.add_argument("--model", required=True, help="a BertForSequenceClassification directory (HF or "
                                                 "sentence-transformers CrossEncoder layout), a cross-encoder "
-                                                "workdir, or a sentence-transformers MultiVectorEncoder directory")
+                                                "workdir, a sentence-transformers MultiVectorEncoder directory "
+                                                "or a ColBERT workdir")
+  s.add_argument("--step", type=int, default=None, help="checkpoint step of a workdir (default: the latest)")
   s.add_argument("--input", required=True, help="UTF-8 file, one query<TAB>document per line")
   s.add_argument("--output", required=True, help="written as given (np.save format)")
   s.add_argument("--batch-size", type=int, default=32)
   r = sub.add_parser("rerank", help="first stage (bi-encoder or BM25) -> cross-encoder re-ranking of its top k",
                      description="Scores both stages with the metrics of `neuralir eval`.")
   r.add_argument("--first-stage", required=True, help=_MODEL_HELP + ", or 'bm25' (bm25s)")
-  r.add_argument("--reranker", required=True, help="a cross-encoder directory (see `neuralir score`)")
+  r.add_argument("--reranker", required=True,
+                 help="a cross-encoder, or a multi-vector (ColBERT) model for MaxSim re-ranking (see `neuralir score`)")
   r.add_argument("--task", required=True, help="beir:DIR[:SPLIT] (default split: test)")
   r.add_argument("--top-k", type=int, default=100, help="documents per query the reranker scores")
   r.add_argument("--index", default="exact", choices=("exact", "scann"), help="first-stage search")
@@ -221,6 +224,10 @@ def _load(path: str, step: int | None = None):
   if cross_encoder.is_cross_encoder(resolved):
     raise ValueError(f"{path} is a cross-encoder: it scores (query, document) pairs and embeds nothing; use "
                      "`neuralir score --model` or `neuralir rerank --reranker` with it.")
+  from neuralir_jax import colbert
+  if colbert.is_multi_vector(resolved):
+    raise ValueError(f"{path} is a multi-vector (ColBERT) model: it gives one vector per token, not one per "
+                     "text; use `neuralir score --model` with it.")
   return encoder_lib.load_encoder(resolved, step=step)
 
 
@@ -234,7 +241,17 @@ def _train(args, overrides: list[str]) -> None:
 
 
 def _evaluate(args) -> dict:
-  """Metrics of every --task for one model (NLI tasks use a workdir's trained softmax head)."""
+  """Metrics of every --task for one model (NLI tasks use a workdir's trained softmax head); a multi-vector
+  model retrieves end to end (`colbert.evaluate_beir`)."""
+  from neuralir_jax import colbert, config_lib
+  if colbert.is_multi_vector(config_lib.resolve_model_path(args.model)):
+    if args.truncate_dim is not None or args.index_dir or args.exclude_self:
+      raise ValueError(f"--model {args.model} is a multi-vector model: --truncate-dim, --index-dir and "
+                       "--exclude-self apply to single-vector models; drop them.")
+    model = colbert.load_any(args.model, args.step)
+    results = {t: colbert.evaluate_beir(model, t, index=args.index, batch_size=args.batch_size, split=args.split)
+               for t in args.task}
+    return results if len(results) > 1 else next(iter(results.values()))
   enc = _load(args.model, args.step)
   from neuralir_jax import evaluate
   results = evaluate.evaluate_tasks(enc, args.task, split=args.split, index=args.index,
@@ -281,14 +298,14 @@ def _score(args) -> None:
   pairs = read_pairs(args.input)
   check_output_file(args.output)
   resolved = config_lib.resolve_model_path(args.model)
-  if colbert.is_multi_vector_directory(resolved):
-    scores = colbert.load_multi_vector(resolved).score_pairs(pairs, batch_size=args.batch_size)
+  if colbert.is_multi_vector(resolved):
+    scores = colbert.load_any(resolved, args.step).score_pairs(pairs, batch_size=args.batch_size)
   else:
     if os.path.isdir(resolved) and not cross_encoder.is_cross_encoder(resolved):
       raise ValueError(f"--model {args.model}: neither a cross-encoder (a *ForSequenceClassification directory "
-                       "or a cross-encoder workdir) nor a sentence-transformers MultiVectorEncoder directory; "
-                       "pass one of those.")
-    scores = cross_encoder.load_any(args.model).predict(pairs, batch_size=args.batch_size)
+                       "or a cross-encoder workdir) nor a multi-vector model (a sentence-transformers "
+                       "MultiVectorEncoder directory or a ColBERT workdir); pass one of those.")
+    scores = cross_encoder.load_any(args.model, args.step).predict(pairs, batch_size=args.batch_size)
   with open(args.output, "wb") as f:
     np.save(f, np.asarray(scores, np.float32))
   print(f"wrote {args.output}: {len(pairs)} scores (.npy format)")
@@ -304,7 +321,11 @@ def _rerank(args) -> dict:
     raise ValueError(f"--fuse-weights {args.fuse_weights!r}: pass comma-separated numbers in [0, 1], e.g. "
                      "0.3,0.5,0.7.") from None
   rerank.check_fuse_weights(weights)  # Before any model loads.
-  reranker = cross_encoder.load_any(args.reranker, flag="--reranker")
+  from neuralir_jax import colbert, config_lib
+  if colbert.is_multi_vector(config_lib.resolve_model_path(args.reranker)):
+    reranker = colbert.load_any(args.reranker, flag="--reranker")  # MaxSim re-ranking (ColBERT).
+  else:
+    reranker = cross_encoder.load_any(args.reranker, flag="--reranker")
   if args.first_stage == "bm25" and args.step is not None:
     raise ValueError("--step applies to a training workdir, not to --first-stage bm25: drop --step.")
   duo = cross_encoder.load_any(args.duo, flag="--duo", one_label=True) if args.duo else None
@@ -319,6 +340,14 @@ def _export(args) -> None:
   if args.workdir and not os.path.isdir(os.path.join(args.workdir, "checkpoints")):
     raise FileNotFoundError(f"{args.workdir}: no checkpoints/ folder; is this a training workdir?")
   source = args.workdir or config_lib.resolve_model_path(args.model)
+  from neuralir_jax import colbert
+  if colbert.is_multi_vector(source):
+    model = colbert.load_any(source, args.step)
+    if distributed.is_main_process():
+      colbert.save_multi_vector_directory(args.output, model, overwrite=args.overwrite,
+                                          source=os.path.abspath(source))
+    print(f"exported to {args.output}")
+    return
   if cross_encoder.is_cross_encoder(source):
     model = cross_encoder.load_any(source, args.step)
     if distributed.is_main_process():

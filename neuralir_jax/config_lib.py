@@ -36,7 +36,8 @@ STRATEGIES = ("pjit", "pmap")
 DTYPES = ("float32", "bfloat16")
 VIEWS = ("pairs", "triplets", "nli_full", "duplicates")
 SAMPLERS = ("random", "no_duplicates")
-FAMILIES = ("bi_encoder", "cross_encoder")
+FAMILIES = ("bi_encoder", "cross_encoder", "colbert")
+COLBERT_OBJECTIVES = ("infonce", "listwise_kl", "margin_mse")
 CROSS_ENCODER_OBJECTIVES = ("ce_pointwise", "ce_listwise", "ce_pairwise")
 DISTILL_OBJECTIVES = ("margin_mse", "listwise_kl", "embedding_mse")
 OBJECTIVES = ("nli_softmax", "sts_cosine", "triplet", "infonce", "sigmoid") + DISTILL_OBJECTIVES + CROSS_ENCODER_OBJECTIVES
@@ -339,6 +340,9 @@ def _check_family(config: ml_collections.ConfigDict, max_positions: int | None, 
       _require(config, not tuple(config.matryoshka.dims), "matryoshka.dims",
                "embedding_mse matches the teacher's full vector: set --config.matryoshka.dims='()'")
     return
+  if config.model.family == "colbert":
+    _check_colbert(config, on)
+    return
   other = sorted(on - set(CROSS_ENCODER_OBJECTIVES))
   if other:
     raise ValueError(f"model.family='cross_encoder' trains objectives.ce_* only; set the weights of {other} to "
@@ -371,6 +375,34 @@ def _check_family(config: ml_collections.ConfigDict, max_positions: int | None, 
              f"[CLS] query [SEP] {'d_i [SEP] d_j' if documents == 2 else 'document'} [SEP] takes up to "
              f"{length} tokens (query {query} + {documents} x (document {document} - 1)), more than the model's "
              f"{max_positions} positions; lower data.query_max_length or data.document_max_length")
+
+
+def _check_colbert(config: ml_collections.ConfigDict, on: set[str]) -> None:
+  """ColBERT trains MaxSim InfoNCE and score distillation on padded batches, nothing the bi-encoder's
+  single vector needs (heads, queue, matryoshka, tiled logits)."""
+  other = sorted(on - set(COLBERT_OBJECTIVES))
+  if other:
+    raise ValueError(f"model.family='colbert' trains objectives {', '.join(COLBERT_OBJECTIVES)}; set the "
+                     f"weights of {other} to 0 (e.g. --config.objectives.{other[0]}=0).")
+  if on & {"margin_mse", "listwise_kl"} and config.distill.scores == "cross_encoder":
+    _require(config, bool(config.distill.teacher), "distill.teacher",
+             "distill.scores=cross_encoder scores the pairs with a teacher cross-encoder: set "
+             "--config.distill.teacher=CE_DIR_OR_WORKDIR")
+  _number(config, "colbert.dim", 128, 1)
+  _require(config, isinstance(config.colbert.mask_token_id, int), "colbert.mask_token_id",
+           "must be an integer (-1: the tokenizer's [MASK])")
+  _require(config, all(isinstance(i, int) and i >= 0 for i in config.colbert.skiplist_ids),
+           "colbert.skiplist_ids", "must be token ids (integers >= 0), or () for the punctuation's")
+  for key, hint in (("data.packing", "ColBERT trains on padded batches: set --config.data.packing=false"),
+                    ("infonce.symmetric", "set --config.infonce.symmetric=false (no document -> query term)"),
+                    ("infonce.learnable_temperature", "set --config.infonce.learnable_temperature=false"),
+                    ("infonce.queue_size", "ColBERT has no negative queue: set --config.infonce.queue_size=0"),
+                    ("matryoshka.dims", "token vectors are not truncated: set --config.matryoshka.dims='()'"),
+                    ("eval.tasks", "ColBERT is evaluated after training (`neuralir score`): set "
+                                   "--config.eval.tasks='()'")):
+    _require(config, not _value(config, key), key, hint)
+  _require(config, config.infonce.implementation == "dense", "infonce.implementation",
+           "ColBERT's MaxSim logits are dense: set --config.infonce.implementation=dense")
 
 
 def _check_matryoshka(config: ml_collections.ConfigDict) -> None:

@@ -7,13 +7,15 @@ from typing import Any
 
 import ml_collections
 
-from neuralir_jax import bi_encoder, cross_encoder, tokenization
+from neuralir_jax import bi_encoder, colbert, cross_encoder, tokenization
 
 
 def make_family(config: ml_collections.ConfigDict):
   """The family object of a (resolved, validated) training config."""
   if config.model.family == "cross_encoder":
     return cross_encoder.CrossEncoderFamily(config)
+  if config.model.family == "colbert":
+    return colbert.ColBERTFamily(config)
   return bi_encoder.BiEncoder(config)
 
 
@@ -22,4 +24,6 @@ def resolve_model(config: ml_collections.ConfigDict
   """(config with the pretrained architecture, tokenizer, pretrained params or None) for `model.init`."""
   if config.model.family == "cross_encoder":
     return cross_encoder.resolve_model(config)
+  if config.model.family == "colbert":
+    return colbert.resolve_model(config)
   return bi_encoder.resolve_model(config)

@@ -115,7 +115,16 @@ def infonce(q_BxD: jax.Array, cand_CxD: jax.Array, labels_B: jax.Array,
   Similarity is the dot product; with L2-normalised embeddings (the encoder's default) it is the cosine,
   as in sentence-transformers' MultipleNegativesRankingLoss (whose scale 20 is 1 / 0.05).
   """
-  logits_BxC = infonce_logits(q_BxD, cand_CxD, temperature, mask_BxC)
+  return infonce_of_scores(q_BxD @ cand_CxD.T, labels_B, temperature, mask_BxC)
+
+
+def infonce_of_scores(scores_BxC: jax.Array, labels_B: jax.Array, temperature: jax.Array | float = 0.05,
+                      mask_BxC: jax.Array | None = None) -> jax.Array:
+  """InfoNCE of precomputed similarities (e.g. ColBERT's MaxSim): mean over queries of
+  -log softmax(scores / tau)[label], masked candidates excluded."""
+  logits_BxC = scores_BxC / temperature
+  if mask_BxC is not None:
+    logits_BxC = jnp.where(mask_BxC, _MASKED_LOGIT, logits_BxC)
   log_probs_BxC = jax.nn.log_softmax(logits_BxC, axis=-1)
   return -jnp.mean(jnp.take_along_axis(log_probs_BxC, labels_B[:, None], axis=-1)[:, 0])
 

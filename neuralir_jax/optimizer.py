@@ -69,8 +69,9 @@ def make_optimizer(opt_config: ml_collections.ConfigDict,
 
 def non_encoder_mask(params: Any) -> Any:
   """True for every leaf outside params['encoder'] (heads, log_temperature) and for a cross-encoder's
-  classifier (params['encoder']['classifier'], a fresh head on a pretrained body)."""
+  classifier or ColBERT's projection (params['encoder']['classifier' | 'projection'], fresh on a pretrained
+  body)."""
   def fresh(path, _):
     names = _path_names(path)
-    return names[0] != "encoder" or names[1:2] == ["classifier"]
+    return names[0] != "encoder" or names[1:2] in (["classifier"], ["projection"])
   return jax.tree_util.tree_map_with_path(fresh, params)

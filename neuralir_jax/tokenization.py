@@ -7,8 +7,8 @@ handful of shapes instead of one per batch.
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 from typing import Sequence
 
 import numpy as np
@@ -48,6 +48,7 @@ class Tokenizer:
     # BERT's [PAD] (0 in its vocabularies), or RoBERTa / XLM-R's <pad> (1).
     self.pad_id = next((i for i in (self._tok.token_to_id(t) for t in ("[PAD]", "<pad>")) if i is not None), 0)
     self.vocab_size = self._tok.get_vocab_size()
+    self.special_added: tuple[str, ...] = ()  # Tokens made special pieces by `add_special_tokens`.
 
   def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
     """Token count of each text (special tokens included), before truncation."""
@@ -91,10 +92,39 @@ class Tokenizer:
       mask[i, :len(x)] = 1
     return out, mask
 
+  def add_special_tokens(self, tokens: Sequence[str]) -> None:
+    """Makes vocabulary tokens such as ColBERT's "[unused0]" markers single, unnormalised special pieces (so
+    "[unused0] text" starts with that id, as sentence-transformers registers a prompt's prefix token);
+    `file_bytes` / `save` then write the changed tokenizer.json and list them in tokenizer_config.json."""
+    new = [t for t in tokens if t not in self.special_added]
+    missing = [t for t in new if self._tok.token_to_id(t) is None]
+    if missing:
+      raise ValueError(f"{self.path}: {missing} not in the vocabulary; marker tokens must be existing tokens "
+                       "(e.g. [unused0] in BERT vocabularies).")
+    if new:
+      self._tok.add_special_tokens([tokenizers.AddedToken(t, normalized=False, special=True) for t in new])
+      self.special_added = self.special_added + tuple(new)
+
+  def file_bytes(self, name: str) -> bytes:
+    """The content of one of `files`, with the tokens of `add_special_tokens` in it."""
+    with open(os.path.join(self.path, name), "rb") as f:
+      data = f.read()
+    if not self.special_added:
+      return data
+    if name == "tokenizer.json":
+      return self._tok.to_str(pretty=True).encode()
+    if name == "tokenizer_config.json":
+      config = json.loads(data)
+      extra = list(config.get("extra_special_tokens") or [])
+      config["extra_special_tokens"] = extra + [t for t in self.special_added if t not in extra]
+      return (json.dumps(config, indent=2) + "\n").encode()
+    return data
+
   def save(self, output_dir: str) -> None:
-    """Copies the tokenizer files next to an exported model."""
+    """Writes the tokenizer files next to an exported model."""
     for name in self.files:
-      shutil.copyfile(os.path.join(self.path, name), os.path.join(output_dir, name))
+      with open(os.path.join(output_dir, name), "wb") as f:
+        f.write(self.file_bytes(name))
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")

@@ -53,7 +53,7 @@ def write_files(workdir: str, config_dict: dict, tokenizer: tokenization.Tokeniz
   (path / MARKER).write_text(json.dumps({"written_by": "neuralir_jax train"}) + "\n")
   (path / CONFIG).write_text(json.dumps(config_dict, indent=2, default=str) + "\n")
   for name in tokenizer.files:
-    (path / TOKENIZER / name).write_bytes((epath.Path(tokenizer.path) / name).read_bytes())
+    (path / TOKENIZER / name).write_bytes(tokenizer.file_bytes(name))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -101,37 +101,11 @@ def test_score_command_bad_input_is_one_line_naming_the_line(ce_dir, tmp_path, m
   with pytest.raises(ValueError, match=r"bad.tsv:2: 1 tab-separated field\(s\); each line must be query<TAB>"):
     cli.run(["score", "--model", ce_dir, "--input", str(tsv), "--output", str(tmp_path / "s.npy")])
   tsv.write_text("q1\td1\n", encoding="utf-8")
-  with pytest.raises(ValueError, match="neither a cross-encoder .* nor a sentence-transformers MultiVectorEncoder"):
+  with pytest.raises(ValueError, match="neither a cross-encoder .* nor a multi-vector model"):
     cli.run(["score", "--model", minilm_path, "--input", str(tsv), "--output", str(tmp_path / "s.npy")])
 
 
 # --- neuralir rerank ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def small_beir(tmp_path_factory):
-  """SciFact test's first 8 judged queries over a 60-document corpus that holds their positives."""
-  root = os.path.join(REPO, "data", "retrieval", "scifact")
-  qrels = {}
-  with open(os.path.join(root, "qrels", "test.tsv")) as f:
-    next(f)
-    for line in f:
-      q, d, r = line.rstrip("\n").split("\t")
-      qrels.setdefault(q, {})[d] = int(r)
-  qids = list(qrels)[:8]
-  keep = {d for q in qids for d in qrels[q]}
-  out = tmp_path_factory.mktemp("beir")
-  os.makedirs(out / "qrels")
-  with gzip.open(os.path.join(root, "corpus.jsonl.gz"), "rt") as f, open(out / "corpus.jsonl", "w") as g:
-    for i, line in enumerate(f):
-      if json.loads(line)["_id"] in keep or i < 60 - len(keep):
-        g.write(line)
-  with open(os.path.join(root, "queries.jsonl")) as f, open(out / "queries.jsonl", "w") as g:
-    g.writelines(line for line in f if json.loads(line)["_id"] in qids)
-  with open(out / "qrels" / "test.tsv", "w") as g:
-    g.write("query-id\tcorpus-id\tscore\n")
-    g.writelines(f"{q}\t{d}\t{r}\n" for q in qids for d, r in qrels[q].items())
-  return str(out)
 
 
 def test_rerank_scores_both_stages_as_eval_and_sentence_transformers(ce_dir, small_beir, minilm_path, tmp_path):
