@@ -36,6 +36,7 @@ def get_config(arg=None):
     c.objectives[name] = 0.0
   c.objectives.infonce = 1.0
   c.infonce.temperature = 1.0
+  c.distill.scale = 1.0  # Student scores for listwise_kl / margin_mse: raw MaxSim (the default 20 is for cosines).
   c.optimizer.learning_rate = 5e-5
   c.optimizer.head_lr_multiplier = 10.0
   c.checkpoint.every_steps = 23

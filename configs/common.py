@@ -121,7 +121,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.sigmoid.scale_init = 10.0  # SigLIP's initial t.
   c.sigmoid.bias_init = -10.0  # SigLIP's initial b: starts near the prior of mostly negative pairs.
   c.distill = ml_collections.ConfigDict()
-  # Student scores are scale * cos(q, d) (the InfoNCE logits' 1 / tau) against the teacher's raw logits.
+  # Student scores are scale * cos(q, d) (the InfoNCE logits' 1 / tau) against the teacher's raw logits
+  # (ColBERT: scale * MaxSim, so 1 there).
   c.distill.scale = 20.0
   c.distill.teacher_temperature = 1.0  # T of listwise_kl's teacher softmax.
   # Which scores teach: "teacher" (a triples row's teacher_positive_scores / teacher_negative_scores, from

@@ -259,7 +259,7 @@ def multi_vector_config(config: ml_collections.ConfigDict) -> MultiVectorConfig:
   query = int(config.data.query_max_length or config.data.max_length)
   document = int(config.data.document_max_length or config.data.max_length)
   return MultiVectorConfig(
-      bert=bert, dim=int(config.colbert.dim), max_length=min(document, bert.max_positions),
+      bert=bert, dim=int(config.colbert.dim), max_length=min(max(query, document), bert.max_positions),
       prompts={task: str(config.model.prompts[task]) for task in TASKS},
       lengths={"query": None, "document": document},
       expansion={"length": query, "attend": bool(config.colbert.attend_expansion),
@@ -472,9 +472,7 @@ def resolve_model(config: ml_collections.ConfigDict
   path = config_lib.resolve_model_path(config.model.init)
   if config.model.init != "random" and os.path.isdir(path) and is_multi_vector_directory(path):
     mv_config, params, tokenizer = load_multi_vector_directory(path)
-    if mv_config.dim != config.colbert.dim:
-      raise ValueError(f"model.init={config.model.init!r} projects to {mv_config.dim} dimensions: set "
-                       f"--config.colbert.dim={mv_config.dim}.")
+    _check_same_settings(config, mv_config)
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.bert = ml_collections.ConfigDict(dataclasses.asdict(mv_config.bert))
   else:
@@ -492,6 +490,26 @@ def resolve_model(config: ml_collections.ConfigDict
   if config.colbert.skip_punctuation and not tuple(config.colbert.skiplist_ids):
     config.colbert.skiplist_ids = punctuation_ids(tokenizer)
   return config, tokenizer, params
+
+
+def _check_same_settings(config: ml_collections.ConfigDict, mv: MultiVectorConfig) -> None:
+  """Fine-tuning a multi-vector directory keeps how it encodes: the config must match its projection width,
+  markers, query expansion and similarity (one-line error naming the key to set)."""
+  init = config.model.init
+  expansion = mv.expansion or {}
+  query = int(config.data.query_max_length or config.data.max_length)
+  checks = [("colbert.dim", config.colbert.dim, mv.dim),
+            *((f"model.prompts.{t}", repr(str(config.model.prompts[t])), repr(mv.prompts.get(t, ""))) for t in TASKS),
+            ("data.query_max_length", query, expansion.get("length", query) if expansion else None),
+            ("colbert.attend_expansion", bool(config.colbert.attend_expansion), expansion.get("attend"))]
+  for key, ours, theirs in checks:
+    if theirs is None and key == "data.query_max_length":
+      raise ValueError(f"model.init={init!r} does not expand queries with [MASK]; ColBERT training here does: "
+                       "start from its BERT body instead, or save it with query_expansion.")
+    if ours != theirs:
+      raise ValueError(f"{key}={ours}: model.init={init!r} was trained with {theirs}; set --config.{key}={theirs}.")
+  if mv.length_normalize:
+    raise ValueError(f"model.init={init!r} scores with meanmaxsim; ColBERT training here uses maxsim.")
 
 
 def punctuation_ids(tokenizer: tokenization.Tokenizer) -> tuple[int, ...]:
@@ -628,6 +646,12 @@ def _maxsim_block(q_BxQxD, docs_NxTxD, mask_NxT):
   return maxsim_scores(q_BxQxD, docs_NxTxD, mask_NxT)
 
 
+@jax.jit
+def _maxsim_of(q_QxD, docs_NxTxD, mask_NxT, index_C):
+  """[C] MaxSim of one query against the documents at index_C (gathered on the device)."""
+  return maxsim_scores(q_QxD[None], docs_NxTxD[index_C], mask_NxT[index_C])[0]
+
+
 def exhaustive_maxsim(queries: Sequence[np.ndarray], index: TokenIndex, query_block: int = 16,
                       doc_block: int = 512) -> np.ndarray:
   """[Q, N] MaxSim of every query against every document, in fixed-size blocks: one jit shape per query
@@ -639,8 +663,8 @@ def exhaustive_maxsim(queries: Sequence[np.ndarray], index: TokenIndex, query_bl
   for i, q in enumerate(queries):
     by_length.setdefault(len(q), []).append(i)
   pad_docs = -num_docs % doc_block
-  docs = np.pad(index.docs_NxTxD, ((0, pad_docs), (0, 0), (0, 0)))
-  mask = np.pad(index.mask_NxT, ((0, pad_docs), (0, 0)))
+  docs = jax.device_put(np.pad(index.docs_NxTxD, ((0, pad_docs), (0, 0), (0, 0))))  # On the device once.
+  mask = jax.device_put(np.pad(index.mask_NxT, ((0, pad_docs), (0, 0))))
   for length, rows in by_length.items():
     q = np.stack([queries[i] for i in rows]).astype(np.float32)
     q = np.pad(q, ((0, -len(q) % query_block), (0, 0), (0, 0)))
@@ -669,7 +693,7 @@ def candidate_documents(queries: Sequence[np.ndarray], index: TokenIndex, search
 
 
 def _padded_candidates(cand: np.ndarray, multiple: int = 256) -> np.ndarray:
-  """Candidate indices padded (with their first) to a multiple, so MaxSim over them compiles a few shapes."""
+  """Candidate indices padded (repeating the last) to a multiple, so MaxSim over them compiles a few shapes."""
   return np.pad(cand, (0, -len(cand) % multiple), mode="edge") if len(cand) else cand
 
 
@@ -702,10 +726,10 @@ def search_run(q_vectors: Sequence[np.ndarray], tokens: TokenIndex, doc_ids: Seq
     searcher = search_lib.build_scann(tokens.tokens_VxD, scann_config)
     stats["index_build_seconds"] = time.perf_counter() - tic
     tic = time.perf_counter()
+    docs, mask = jax.device_put(tokens.docs_NxTxD), jax.device_put(tokens.mask_NxT)
     candidates = candidate_documents(q_vectors, tokens, searcher, tokens_per_query_token)
     for qid, q, cand in zip(query_ids, q_vectors, candidates):
-      padded = _padded_candidates(cand)
-      s = np.asarray(_maxsim_block(q[None], tokens.docs_NxTxD[padded], tokens.mask_NxT[padded]))[0, :len(cand)]
+      s = np.asarray(_maxsim_of(q, docs, mask, _padded_candidates(cand)))[:len(cand)]
       top = np.argsort(-s, kind="stable")[:k]
       run[qid] = {doc_ids[cand[j]]: float(s[j]) for j in top}
     stats["candidates_per_query"] = float(np.mean([len(c) for c in candidates]))

@@ -120,3 +120,19 @@ def test_maxsim_reranks_a_first_stage(mv_dir, small_beir, tmp_path):
   got = json.loads(out.read_text())["reranked"]
   for name, value in want.items():
     assert got[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_fine_tuning_a_multi_vector_directory_keeps_its_settings(mv_dir):
+  """model.init = a MultiVectorEncoder directory: its body and projection load, and a config that would
+  encode differently (markers, expansion) is a one-line error naming the key."""
+  from neuralir_jax import config_lib
+  config = config_lib.load_config("configs/colbert_scifact.py")
+  config.model.init = mv_dir
+  config.data.query_max_length = 32
+  config.colbert.attend_expansion = False
+  resolved, tokenizer, params = colbert.resolve_model(config)
+  assert params["projection"]["kernel"].shape == (32, 128) and resolved.model.bert.hidden_size == 32
+  assert tokenizer.token_ids(["[unused0] a"])[0] == [101, 1, 1037, 102]
+  config.model.prompts.query = ""
+  with pytest.raises(ValueError, match=r"model.prompts.query='': model.init=.* was trained with '\[unused0\] '"):
+    colbert.resolve_model(config)

@@ -1,4 +1,5 @@
-"""`neuralir eval` with the packaged all-MiniLM-L6-v2 reproduces sentence-transformers' STS-B figure."""
+"""`neuralir eval` with the packaged all-MiniLM-L6-v2 reproduces sentence-transformers' STS-B figures (golden
+values: the ST side is not recomputed in every run)."""
 
 import json
 import os
@@ -16,12 +17,8 @@ def test_cli_eval_stsb_matches_sentence_transformers(minilm_path, tmp_path):
   subprocess.run([sys.executable, "-m", "neuralir_jax.cli", "eval", "--model", minilm_path, "--task",
                   f"sts:{STSB_TEST}", "--output", str(out)], env=env, cwd=REPO, check=True, capture_output=True)
   ours = json.loads(out.read_text())
-
-  from sentence_transformers import SentenceTransformer
-  from neuralir_jax import data, evaluate
-  st = SentenceTransformer(minilm_path, device="cpu")
-  theirs = evaluate.evaluate_sts(lambda texts: st.encode(texts, batch_size=64), data.read_sts(STSB_TEST))
-  assert ours["num_pairs"] == theirs["num_pairs"] == 1379
-  assert abs(ours["spearman"] - theirs["spearman"]) <= 0.001
-  assert abs(ours["spearman"] - 0.820) <= 0.001  # The figure sentence-transformers gives here: 0.8203.
-  assert abs(ours["pearson"] - theirs["pearson"]) <= 0.001
+  # sentence-transformers 6.x gives all-MiniLM-L6-v2 on these 1,379 pairs Spearman 0.8203 and Pearson 0.8274
+  # (SentenceTransformer.encode, batch 64, cosine; measured with the installed versions, 2026-11).
+  assert ours["num_pairs"] == 1379
+  assert abs(ours["spearman"] - 0.8203) <= 0.001
+  assert abs(ours["pearson"] - 0.8274) <= 0.001

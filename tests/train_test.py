@@ -200,19 +200,22 @@ def test_workdir_holding_foreign_files_is_refused_and_left_untouched(tmp_path, m
   assert after == before and not os.path.exists(os.path.join(exported, "checkpoints"))
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(finished_run, tmp_path):
+  """Resumed from the finished 6-step run (a copy) with an absurd learning rate."""
+  import shutil
   workdir = str(tmp_path / "w")
-  neuralir("train", "--config", TINY, "--workdir", workdir, "--config.num_steps=2")
-  before = final_params(workdir, 2)
+  shutil.copytree(finished_run, workdir)
+  before = final_params(workdir, 6)
   proc = neuralir("train", "--config", TINY, "--workdir", workdir, "--config.num_steps=40",
-                  "--config.optimizer.learning_rate=1e30", "--config.optimizer.warmup_fraction=0.0", "--config.checkpoint.every_steps=1",
-                  "--config.log_every_steps=1", check=False)
+                  "--config.optimizer.learning_rate=1e30", "--config.optimizer.warmup_fraction=0.0",
+                  "--config.checkpoint.every_steps=1", "--config.log_every_steps=1",
+                  "--config.model.dropout_rate=0.0", devices=8, check=False)
   assert proc.returncode != 0
   assert "loss is nan" in proc.stderr.lower() or "loss is inf" in proc.stderr.lower(), proc.stderr[-2000:]
   steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
   latest_params = final_params(workdir, steps[-1])
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(latest_params))
-  if steps[-1] == 2:
+  if steps[-1] == 6:
     assert_trees_equal(latest_params, before)
 
 
