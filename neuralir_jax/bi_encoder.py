@@ -19,8 +19,8 @@ shared. A family provides:
   train_flops(batch, num_devices)      model FLOPs of one global step, for MFU;
   encoder(params, tokenizer)           the object the evaluation encodes (and predicts NLI) with;
   has_nli_head                         whether that object can predict NLI (nli: eval tasks need it).
-Another family is a class with these members in its own module (`cross_encoder.CrossEncoderFamily`),
-chosen by `model.family` in `families.py`.
+Another family is a class with these members in its own module (`cross_encoder.CrossEncoderFamily`,
+`colbert.ColBERTFamily`), chosen by `model.family` in `families.py`.
 """
 
 from __future__ import annotations
