@@ -242,8 +242,14 @@ def _last_logged(workdir: str) -> dict:
 
 
 def _evaluate(workdir: str, eval_tasks: Sequence[str], batch_size: int) -> dict[str, float]:
+  """`neuralir eval` with exact search: a ColBERT run retrieves end to end by exhaustive MaxSim."""
+  from neuralir_jax import colbert
   from neuralir_jax import encoder as encoder_lib
-  results = evaluate.evaluate_tasks(encoder_lib.load_encoder(workdir), eval_tasks, batch_size=batch_size)
+  if colbert.is_colbert_workdir(workdir):
+    model = colbert.load_trained(workdir)
+    results = {t: colbert.evaluate_beir(model, t, batch_size=batch_size) for t in eval_tasks}
+  else:
+    results = evaluate.evaluate_tasks(encoder_lib.load_encoder(workdir), eval_tasks, batch_size=batch_size)
   return {f"{task_label(task)}/{m}": float(results[task][m]) for task in eval_tasks
           for m in TASK_METRICS[task_kind(task)]}
 
@@ -316,6 +322,11 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   if not eval_tasks:
     raise ValueError("ablation.eval_tasks is empty: give at least one sts:FILE or beir:DIR task.")
   metrics = metric_columns(eval_tasks)
+  sts = [t for t in eval_tasks if task_kind(t) == "sts"]
+  colbert_runs = [s.name for s in settings if s.config.model.family == "colbert"]
+  if sts and colbert_runs:
+    raise ValueError(f"ablation.eval_tasks has {sts[0]!r}, but {colbert_runs[0]} trains a ColBERT model "
+                     "(model.family='colbert'), which is evaluated on retrieval only: use beir:DIR[:SPLIT].")
   os.makedirs(workdir, exist_ok=True)
   rows = []
   for i, setting in enumerate(settings):

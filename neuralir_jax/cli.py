@@ -123,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
   x.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
   x.add_argument("--output", required=True, help="new, empty, or previously exported directory")
   x.add_argument("--overwrite", action="store_true", help="write into a non-empty directory that is not ours")
+  x.add_argument("--format", choices=("sentence-transformers", "pylate"), default="sentence-transformers",
+                 help="multi-vector (ColBERT) models only: sentence-transformers 6's MultiVectorEncoder layout, "
+                 "or PyLate's (pylate.models.ColBERT, on sentence-transformers 5)")
 
   a = sub.add_parser("ablate", help="large-batch negatives ablation: one run per setting",
                      usage="neuralir ablate --config FILE[:ARG] --workdir DIR [--config.KEY=VALUE ...]", **overrides)
@@ -343,11 +346,13 @@ def _export(args) -> None:
   from neuralir_jax import colbert
   if colbert.is_multi_vector(source):
     model = colbert.load_any(source, args.step)
+    save = colbert.save_pylate_directory if args.format == "pylate" else colbert.save_multi_vector_directory
     if distributed.is_main_process():
-      colbert.save_multi_vector_directory(args.output, model, overwrite=args.overwrite,
-                                          source=os.path.abspath(source))
-    print(f"exported to {args.output}")
+      save(args.output, model, overwrite=args.overwrite, source=os.path.abspath(source))
+    print(f"exported to {args.output} ({args.format} layout)")
     return
+  if args.format != "sentence-transformers":
+    raise ValueError(f"--format {args.format}: {source} is not a multi-vector (ColBERT) model; drop --format.")
   if cross_encoder.is_cross_encoder(source):
     model = cross_encoder.load_any(source, args.step)
     if distributed.is_main_process():

@@ -39,6 +39,12 @@ _MASK = "sentence_transformers.multi_vector_encoder.modules.multi_vector_mask.Mu
 _NORMALIZE = "sentence_transformers.base.modules.normalize.Normalize"
 _TRANSFORMER = "sentence_transformers.base.modules.transformer.Transformer"
 TASKS = ("query", "document")
+# PyLate (1.x, on sentence-transformers 5): the body, then its own Dense; settings in
+# config_sentence_transformers.json, with these defaults when a key is absent (pylate.models.ColBERT).
+_PYLATE_MODULES = ("sentence_transformers.models.Transformer", "pylate.models.Dense.Dense")
+PYLATE_DEFAULTS = {"query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 32, "document_length": 180,
+                   "attend_to_expansion_tokens": False, "skiplist_words": list(string.punctuation),
+                   "do_query_expansion": True}
 
 
 @dataclass(frozen=True)
@@ -55,15 +61,29 @@ class MultiVectorConfig:
 
 
 def is_multi_vector_directory(path: str) -> bool:
-  """Whether `path` is a sentence-transformers MultiVectorEncoder directory."""
+  """Whether `path` is a sentence-transformers MultiVectorEncoder directory or a PyLate ColBERT one."""
   file = os.path.join(path, "config_sentence_transformers.json")
   if not os.path.isfile(file):
     return False
   with open(file) as f:
     try:
-      return json.load(f).get("model_type") == MODEL_TYPE
+      return json.load(f).get("model_type") == MODEL_TYPE or is_pylate_directory(path)
     except json.JSONDecodeError:
       return False
+
+
+def is_pylate_directory(path: str) -> bool:
+  """Whether modules.json in `path` names a PyLate module (pylate.models.ColBERT's layout)."""
+  file = os.path.join(path, "modules.json")
+  if not os.path.isfile(file):
+    return False
+  with open(file) as f:
+    try:
+      entries = json.load(f)
+    except json.JSONDecodeError:
+      return False
+  return isinstance(entries, list) and any(str(e.get("type", "")).startswith("pylate.") for e in entries
+                                           if isinstance(e, dict))
 
 
 def _modules(path: str) -> dict[str, str]:
@@ -81,21 +101,19 @@ def _modules(path: str) -> dict[str, str]:
   return by_type
 
 
-def load_multi_vector_directory(path: str) -> tuple[MultiVectorConfig, dict, tokenization.Tokenizer]:
-  """(config, params {'bert', 'projection': {'kernel' [hidden, dim]}}, tokenizer); one-line errors."""
+def _read_body_and_projection(body: str, dense_dir: str) -> tuple[model_lib.BertConfig, dict]:
+  """The BERT body's config and params {'bert', 'projection': {'kernel' [hidden, dim]}}; the Dense must be
+  linear without bias (or residual)."""
   import safetensors.numpy
-  path = os.fspath(path)
-  modules = _modules(path)
-  body = modules[_TRANSFORMER]
   bert = hf_io.read_bert_config(body)
   state, source = hf_io.read_state_dict(body)
   params = hf_io.hf_state_dict_to_params(state, bert, source)
-  dense_dir = modules[_DENSE]
   dense = hf_io._read_json(os.path.join(dense_dir, "config.json"))
   activation = dense.get("activation_function", "torch.nn.modules.linear.Identity")
-  if dense.get("bias", True) or not activation.endswith("Identity"):
+  if dense.get("bias", True) or not activation.endswith("Identity") or dense.get("use_residual"):
     raise hf_io.ModelDirectoryError(f"{os.path.join(dense_dir, 'config.json')}: bias={dense.get('bias')}, "
-                                    f"activation {activation}; ColBERT's projection is linear without bias.")
+                                    f"activation {activation}, use_residual={dense.get('use_residual', False)}; "
+                                    "ColBERT's projection is linear without bias.")
   weights_file = os.path.join(dense_dir, "model.safetensors")
   if not os.path.isfile(weights_file):
     raise hf_io.ModelDirectoryError(f"{dense_dir}: no model.safetensors with the projection's linear.weight.")
@@ -104,6 +122,18 @@ def load_multi_vector_directory(path: str) -> tuple[MultiVectorConfig, dict, tok
     raise hf_io.ModelDirectoryError(f"{weights_file}: linear.weight must be [{dense.get('out_features')}, "
                                     f"{bert.hidden_size}]; got {None if weight is None else tuple(weight.shape)}.")
   params["projection"] = {"kernel": np.ascontiguousarray(np.asarray(weight, np.float32).T)}
+  return bert, params
+
+
+def load_multi_vector_directory(path: str) -> tuple[MultiVectorConfig, dict, tokenization.Tokenizer]:
+  """(config, params {'bert', 'projection': {'kernel' [hidden, dim]}}, tokenizer) of a MultiVectorEncoder or
+  PyLate directory; one-line errors."""
+  path = os.fspath(path)
+  if is_pylate_directory(path):
+    return _load_pylate_directory(path)
+  modules = _modules(path)
+  body = modules[_TRANSFORMER]
+  bert, params = _read_body_and_projection(body, modules[_DENSE])
   st = hf_io._read_json(os.path.join(path, "config_sentence_transformers.json"))
   prompts = {task: (st.get("prompts") or {}).get(task) or "" for task in TASKS}
   similarity = st.get("similarity_fn_name") or "maxsim"
@@ -133,7 +163,7 @@ def load_multi_vector_directory(path: str) -> tuple[MultiVectorConfig, dict, tok
   skip = sorted({i for w in mask.get("skiplist_words") or () for i in [tokenizer._tok.token_to_id(w)]
                  if i is not None and i != unk})
   config = MultiVectorConfig(
-      bert=bert, dim=int(weight.shape[0]), max_length=max_length, prompts=prompts,
+      bert=bert, dim=int(params["projection"]["kernel"].shape[1]), max_length=max_length, prompts=prompts,
       lengths={"query": sbert.get("query_length"), "document": sbert.get("document_length")},
       expansion=expansion, skiplist_ids=tuple(skip),
       skiplist_tasks=_tasks(mask.get("skiplist_tasks")),
@@ -146,6 +176,57 @@ def _tasks(value) -> tuple[str, ...]:
   if value is None:
     return ("document",)
   return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _load_pylate_directory(path: str) -> tuple[MultiVectorConfig, dict, tokenization.Tokenizer]:
+  """A pylate.models.ColBERT directory as PyLate encodes with it: the marker token inserted after [CLS]
+  (here: the prefix as a special piece at the start of the text, the same ids), queries truncated to
+  query_length and padded with [MASK] (attended or not), documents truncated to document_length with the
+  skiplist words not scored (an unknown word skips [UNK], as PyLate's convert_tokens_to_ids gives)."""
+  file = os.path.join(path, "modules.json")
+  entries = hf_io._read_json(file)
+  types = tuple(e.get("type") for e in entries)
+  if types != _PYLATE_MODULES:
+    raise hf_io.ModelDirectoryError(f"{file}: a PyLate ColBERT here is {list(_PYLATE_MODULES)} (one linear "
+                                    f"projection); got {list(types)}.")
+  body, dense_dir = (os.path.join(path, e.get("path", "")) for e in entries)
+  bert, params = _read_body_and_projection(body, dense_dir)
+  st_file = os.path.join(path, "config_sentence_transformers.json")
+  st = {**PYLATE_DEFAULTS, **{k: v for k, v in hf_io._read_json(st_file).items() if v is not None}}
+  if str(st.get("similarity_fn_name") or "MaxSim").lower() != "maxsim":
+    raise hf_io.ModelDirectoryError(f"{st_file}: similarity_fn_name {st['similarity_fn_name']!r}; PyLate "
+                                    "ColBERT models score with MaxSim.")
+  query_length, document_length = int(st["query_length"]), int(st["document_length"])
+  tokenizer = tokenization.Tokenizer(body, max_length=min(max(query_length, document_length), bert.max_positions))
+  tok = tokenizer._tok
+  prompts = {}
+  for task in TASKS:
+    prefix = str(st[f"{task}_prefix"])
+    if prefix and tok.token_to_id(prefix) is None:
+      raise hf_io.ModelDirectoryError(f"{st_file}: {task}_prefix {prefix!r} is not a token of {body}'s "
+                                      "tokenizer; PyLate adds it when it saves a model, so save it with PyLate.")
+    if prefix:
+      tokenizer.add_special_tokens([prefix])
+    prompts[task] = prefix if not prefix or prefix[-1].isspace() else prefix + " "
+  expansion = None
+  if st["do_query_expansion"]:
+    mask = (hf_io._read_json(os.path.join(body, "tokenizer_config.json"), required=False) or {}).get(
+        "mask_token") or "[MASK]"
+    mask = mask["content"] if isinstance(mask, dict) else mask
+    if tok.token_to_id(mask) is None:
+      raise hf_io.ModelDirectoryError(f"{st_file}: do_query_expansion needs a mask token; {body}'s tokenizer "
+                                      f"has no {mask!r}.")
+    expansion = {"length": query_length, "attend": bool(st["attend_to_expansion_tokens"]),
+                 "token_id": tok.token_to_id(mask)}
+  unk = tok.token_to_id("[UNK]")
+  skip = sorted({i for w in st["skiplist_words"] for i in [tok.token_to_id(w)] if i is not None} |
+                ({unk} if unk is not None and any(tok.token_to_id(w) is None for w in st["skiplist_words"])
+                 else set()))
+  config = MultiVectorConfig(
+      bert=bert, dim=int(params["projection"]["kernel"].shape[1]), max_length=tokenizer.max_length,
+      prompts=prompts, lengths={"query": query_length, "document": document_length}, expansion=expansion,
+      skiplist_ids=tuple(skip), skiplist_tasks=("document",))
+  return config, params, tokenizer
 
 
 def token_vectors(config: MultiVectorConfig, params: dict, ids_BxL: jax.Array, attention_BxL: jax.Array,
@@ -564,24 +645,10 @@ def save_multi_vector_directory(output_dir: str, model: MultiVectorEncoder, over
   """Writes `model` in the layout `MultiVectorEncoder(...).save(dir)` writes (and this module loads): the
   BERT body and tokenizer at the root, 1_Dense (the projection), 2_MultiVectorMask (the skiplist),
   3_Normalize, the prompts (markers) and the [MASK] expansion."""
-  import safetensors.numpy
   output_dir = os.fspath(output_dir)
   c = model.config
-  hf_io.check_export_directory(output_dir, overwrite)
-  os.makedirs(output_dir, exist_ok=True)
-  hf_io._write_json(os.path.join(output_dir, hf_io.EXPORT_MARKER),
-                    {"exported_by": f"neuralir_jax {hf_io._version('neuralir_jax', 'unknown')}", "source": source})
-  params = jax.device_get(model.params)
-  state = hf_io.params_to_hf_state_dict({"bert": params["bert"]}, c.bert)
-  safetensors.numpy.save_file(state, os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
-  hf = c.bert.to_hf()
-  hf.update(dtype="float32", transformers_version=hf_io._version("transformers", "5.0.0"))
-  hf_io._write_json(os.path.join(output_dir, "config.json"), hf)
-  model.tokenizer.save(output_dir)
-  tok_config_file = os.path.join(output_dir, "tokenizer_config.json")
-  tok_config = hf_io._read_json(tok_config_file, required=False) or {}
-  tok_config["model_max_length"] = c.max_length  # Documents without a document_length stop here.
-  hf_io._write_json(tok_config_file, tok_config)
+  _write_body_and_projection(output_dir, model, overwrite, source, {
+      "module_input_name": "token_embeddings", "module_output_name": "token_embeddings"})
   modules = [(_TRANSFORMER, ""), (_DENSE, "1_Dense"), (_MASK, "2_MultiVectorMask"), (_NORMALIZE, "3_Normalize")]
   hf_io._write_json(os.path.join(output_dir, "modules.json"),
                     [{"idx": i, "name": str(i), "path": p, "type": t} for i, (t, p) in enumerate(modules)])
@@ -598,12 +665,6 @@ def save_multi_vector_directory(output_dir: str, model: MultiVectorEncoder, over
                                 "length": c.expansion["length"]}
   hf_io._write_json(os.path.join(output_dir, "sentence_bert_config.json"), sbert)
   io = {"module_input_name": "token_embeddings", "module_output_name": "token_embeddings"}
-  hf_io._write_json(os.path.join(output_dir, "1_Dense", "config.json"),
-                    {"in_features": c.bert.hidden_size, "out_features": c.dim, "bias": False,
-                     "activation_function": "torch.nn.modules.linear.Identity", **io})
-  weight = np.ascontiguousarray(np.asarray(params["projection"]["kernel"], np.float32).T)
-  safetensors.numpy.save_file({"linear.weight": weight}, os.path.join(output_dir, "1_Dense", "model.safetensors"),
-                              metadata={"format": "pt"})
   skip_words = [model.tokenizer._tok.id_to_token(i) for i in c.skiplist_ids]
   hf_io._write_json(os.path.join(output_dir, "2_MultiVectorMask", "config.json"),
                     {"skiplist_words": skip_words, "skiplist_tasks": list(c.skiplist_tasks),
@@ -615,6 +676,89 @@ def save_multi_vector_directory(output_dir: str, model: MultiVectorEncoder, over
                       "pytorch": hf_io._version("torch", "2.0.0")},
       "model_type": MODEL_TYPE, "prompts": {t: c.prompts.get(t, "") for t in TASKS},
       "default_prompt_name": None, "similarity_fn_name": "meanmaxsim" if c.length_normalize else "maxsim"})
+
+
+def _write_body_and_projection(output_dir: str, model: MultiVectorEncoder, overwrite: bool, source: str | None,
+                               dense_extra: dict) -> dict:
+  """The export marker, the BERT body and tokenizer at the root and the projection in 1_Dense (both
+  layouts); returns the params written."""
+  import safetensors.numpy
+  c = model.config
+  hf_io.check_export_directory(output_dir, overwrite)
+  os.makedirs(os.path.join(output_dir, "1_Dense"), exist_ok=True)
+  hf_io._write_json(os.path.join(output_dir, hf_io.EXPORT_MARKER),
+                    {"exported_by": f"neuralir_jax {hf_io._version('neuralir_jax', 'unknown')}", "source": source})
+  params = jax.device_get(model.params)
+  state = hf_io.params_to_hf_state_dict({"bert": params["bert"]}, c.bert)
+  safetensors.numpy.save_file(state, os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
+  hf = c.bert.to_hf()
+  hf.update(dtype="float32", transformers_version=hf_io._version("transformers", "5.0.0"))
+  hf_io._write_json(os.path.join(output_dir, "config.json"), hf)
+  model.tokenizer.save(output_dir)
+  tok_config_file = os.path.join(output_dir, "tokenizer_config.json")
+  tok_config = hf_io._read_json(tok_config_file, required=False) or {}
+  tok_config["model_max_length"] = c.max_length  # Documents without a document_length stop here.
+  hf_io._write_json(tok_config_file, tok_config)
+  hf_io._write_json(os.path.join(output_dir, "1_Dense", "config.json"),
+                    {"in_features": c.bert.hidden_size, "out_features": c.dim, "bias": False,
+                     "activation_function": "torch.nn.modules.linear.Identity", **dense_extra})
+  weight = np.ascontiguousarray(np.asarray(params["projection"]["kernel"], np.float32).T)
+  safetensors.numpy.save_file({"linear.weight": weight}, os.path.join(output_dir, "1_Dense", "model.safetensors"),
+                              metadata={"format": "pt"})
+  return params
+
+
+def _pylate_prefix(model: MultiVectorEncoder, task: str) -> str:
+  """The one marker token PyLate inserts after [CLS] for `task`: the prompt itself or without its trailing
+  space ("[unused0] " -> "[unused0]", "[Q] " stays when "[Q] " is the token)."""
+  prompt = model.config.prompts.get(task, "")
+  for prefix in (prompt.rstrip(), prompt):
+    if prefix and model.tokenizer._tok.token_to_id(prefix) is not None:
+      return prefix
+  if prompt:
+    raise ValueError(f"model.prompts.{task}={prompt!r}: PyLate marks a {task} with one token inserted after "
+                     "[CLS]; this prompt is not one token of the tokenizer. Export with --format "
+                     "sentence-transformers, or train with a marker such as '[unused0] '.")
+  return ""
+
+
+def save_pylate_directory(output_dir: str, model: MultiVectorEncoder, overwrite: bool = False, *,
+                          source: str | None = None) -> None:
+  """Writes `model` in the layout pylate.models.ColBERT saves and loads (PyLate 1.x, sentence-transformers 5):
+  the body and tokenizer at the root, PyLate's Dense in 1_Dense, and the markers, lengths, [MASK] expansion
+  and skiplist in config_sentence_transformers.json. PyLate encodes with them as this model does
+  (tests/colbert_test.py, benchmarks/pylate_parity.sh)."""
+  output_dir = os.fspath(output_dir)
+  c = model.config
+  problems = []
+  if c.length_normalize:
+    problems.append("it scores with meanmaxsim (PyLate: MaxSim)")
+  if c.skiplist_ids and tuple(c.skiplist_tasks) != ("document",):
+    problems.append(f"its skiplist applies to {list(c.skiplist_tasks)} (PyLate: documents only)")
+  mask_id = next((i for t in ("[MASK]", "<mask>") for i in [model.tokenizer._tok.token_to_id(t)] if i is not None),
+                 None)
+  if c.expansion and c.expansion["token_id"] != mask_id:
+    problems.append("its queries are expanded with a token other than the mask token (PyLate pads with it)")
+  if problems:
+    raise ValueError(f"--format pylate: {'; '.join(problems)}; export with --format sentence-transformers.")
+  prefixes = {task: _pylate_prefix(model, task) for task in TASKS}
+  _write_body_and_projection(output_dir, model, overwrite, source, {"use_residual": False})
+  hf_io._write_json(os.path.join(output_dir, "modules.json"), [
+      {"idx": 0, "name": "0", "path": "", "type": _PYLATE_MODULES[0]},
+      {"idx": 1, "name": "1", "path": "1_Dense", "type": _PYLATE_MODULES[1]}])
+  query_length = c.expansion["length"] if c.expansion else (c.lengths.get("query") or c.max_length)
+  hf_io._write_json(os.path.join(output_dir, "sentence_bert_config.json"),
+                    {"max_seq_length": c.max_length, "do_lower_case": False})
+  hf_io._write_json(os.path.join(output_dir, "config_sentence_transformers.json"), {
+      "model_type": "ColBERT",
+      "__version__": {"sentence_transformers": "5.3.0", "transformers": hf_io._version("transformers", "5.0.0"),
+                      "pytorch": hf_io._version("torch", "2.0.0")},
+      "prompts": {"query": "", "document": ""}, "default_prompt_name": None, "similarity_fn_name": "MaxSim",
+      "query_prefix": prefixes["query"], "document_prefix": prefixes["document"], "query_length": query_length,
+      "document_length": c.lengths.get("document") or c.max_length,
+      "attend_to_expansion_tokens": bool(c.expansion and c.expansion["attend"]),
+      "skiplist_words": [model.tokenizer._tok.id_to_token(i) for i in c.skiplist_ids],
+      "do_query_expansion": bool(c.expansion)})
 
 
 # --- End-to-end retrieval: exhaustive MaxSim, or ScaNN over every document token then exact MaxSim --------

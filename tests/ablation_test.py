@@ -341,3 +341,36 @@ def test_variant_labels_name_the_non_default_loss_implementation_and_queue():
   row = dict(ROWS[1], loss="sigmoid", implementation="tiled", queue_size=192)
   assert ablation.variant_label(row) == "hard negatives, fixed tau, sigmoid, tiled, queue 192"
   assert ablation.variant_label(ROWS[1]) == "hard negatives, fixed tau"
+
+
+def test_colbert_settings_are_scored_by_end_to_end_maxsim(tmp_path, monkeypatch, minilm_path, small_beir):
+  """configs/ablation_colbert.py (in-batch vs k = 1) on a 1-layer body, 2 steps each: each row's nDCG@10 is
+  that of numpy MaxSim between the run's query and document token vectors over the whole corpus; an STS task
+  is refused before anything trains."""
+  from neuralir_jax import colbert, data, evaluate, ir_metrics
+  from tests.train_helpers import save_tiny_encoder
+  monkeypatch.chdir(ROOT)
+  c = config_lib.load_config(os.path.join(ROOT, "configs", "ablation_colbert.py"))
+  overrides = {"model.init": save_tiny_encoder(str(tmp_path / "body"), minilm_path), "num_steps": 2,
+               "batch_size": 8, "data.query_max_length": 16, "data.max_length": 24,
+               "data.document_max_length": 24, "data.buckets": (), "optimizer.learning_rate": 1e-2,
+               "ablation.only": "inbatch,k1",
+               "ablation.eval_tasks": (f"beir:{small_beir}:test",)}
+  c.update_from_flattened_dict(overrides)
+  rows = ablation.run_ablation(c, str(tmp_path / "runs"))
+  assert [(r["name"], r["negatives_per_query"]) for r in rows] == [("inbatch", 7), ("k1", 15)]
+  label = ablation.task_label(c.ablation.eval_tasks[0]) + "/ndcg@10"
+  corpus, queries, qrels = data.load_beir(small_beir, "test")
+  for row in rows:
+    model = colbert.load_trained(str(tmp_path / "runs" / row["name"]))
+    docs = model.encode_document(list(corpus.values()))
+    run = {}
+    for q, vectors in zip(qrels, model.encode_query([queries[q] for q in qrels])):
+      run[q] = {d: colbert.maxsim(vectors, v) for d, v in zip(corpus, docs)}
+    want = ir_metrics.compute_metrics(run, qrels, evaluate.RETRIEVAL_METRICS)["ndcg@10"]
+    assert row[label] == pytest.approx(want, abs=1e-6)
+  assert rows[0][label] != rows[1][label]  # Different negatives, different models.
+  c.ablation.eval_tasks = ("sts:data/sts/sick_trial.tsv",)
+  with pytest.raises(ValueError, match=r"ablation.eval_tasks has 'sts:data/sts/sick_trial.tsv', but inbatch "
+                                       r"trains a ColBERT model"):
+    ablation.run_ablation(c, str(tmp_path / "sts"))

@@ -2,7 +2,9 @@
 for the plain layout MultiVectorEncoder(<MiniLM>) saves and for ColBERT's markers, [MASK] query expansion and
 punctuation skiplist."""
 
+import dataclasses
 import json
+import os
 import string
 
 import numpy as np
@@ -136,3 +138,81 @@ def test_fine_tuning_a_multi_vector_directory_keeps_its_settings(mv_dir):
   config.model.prompts.query = ""
   with pytest.raises(ValueError, match=r"model.prompts.query='': model.init=.* was trained with '\[unused0\] '"):
     colbert.resolve_model(config)
+
+
+PYLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pylate_tiny")
+# What tests/data/make_pylate_tiny.py encoded with PyLate itself (pylate_tiny_golden.npz).
+PYLATE_QUERIES = ["what is a cat?", "How do vaccines train the immune system, and for how long does the memory "
+                  "last?"]
+PYLATE_DOCUMENTS = ["A cat, is small.", "Vaccines expose the immune system to a harmless antigen; memory cells "
+                    "remember it for years, sometimes for life (see: B cells).", "Paris is the capital of France."]
+
+
+def _assert_pylate_golden(model):
+  golden = np.load(PYLATE_DIR + "_golden.npz")
+  q, d = model.encode_query(PYLATE_QUERIES), model.encode_document(PYLATE_DOCUMENTS)
+  for name, got in [(f"query{i}", x) for i, x in enumerate(q)] + [(f"document{i}", x) for i, x in enumerate(d)]:
+    assert got.shape == golden[name].shape, name  # Queries expanded to 16; documents without punctuation.
+    np.testing.assert_allclose(got, golden[name], atol=1e-5, err_msg=name)
+  scores = np.array([[colbert.maxsim(a, b) for b in d] for a in q])
+  np.testing.assert_allclose(scores, golden["scores"], rtol=1e-5)
+
+
+def test_a_pylate_directory_encodes_as_pylate(tmp_path):
+  """A directory PyLate wrote ("[Q] " / "[D] " markers it added to the vocabulary, [MASK] expansion not
+  attended, punctuation skiplist): PyLate's token vectors and MaxSim, also through `neuralir score`."""
+  model = colbert.load_multi_vector(PYLATE_DIR)
+  assert model.config.expansion == {"length": 16, "attend": False, "token_id": 103}
+  assert model.config.lengths == {"query": 16, "document": 24}
+  _assert_pylate_golden(model)
+  pairs = tmp_path / "pairs.tsv"
+  pairs.write_text("".join(f"{q}\t{d}\n" for q in PYLATE_QUERIES for d in PYLATE_DOCUMENTS))
+  assert cli.run(["score", "--model", PYLATE_DIR, "--input", str(pairs), "--output", str(tmp_path / "s.npy")]) == 0
+  np.testing.assert_allclose(np.load(tmp_path / "s.npy").reshape(2, 3),
+                             np.load(PYLATE_DIR + "_golden.npz")["scores"], rtol=1e-5)
+
+
+def test_pylate_export_writes_what_pylate_writes(tmp_path):
+  """`neuralir export --format pylate` of the PyLate directory writes PyLate's files back: the same module
+  list, Dense config and weights, settings (all but the version stamp) and body, and encodes as PyLate."""
+  import safetensors.numpy
+  out = tmp_path / "export"
+  assert cli.run(["export", "--model", PYLATE_DIR, "--output", str(out), "--format", "pylate"]) == 0
+
+  def read(root, name):
+    with open(os.path.join(root, name)) as f:
+      return json.load(f)
+  for name in ("modules.json", "1_Dense/config.json"):
+    assert read(out, name) == read(PYLATE_DIR, name), name
+  ours, theirs = read(out, "config_sentence_transformers.json"), read(PYLATE_DIR, "config_sentence_transformers.json")
+  assert {k: v for k, v in ours.items() if k != "__version__"} == {k: v for k, v in theirs.items()
+                                                                   if k != "__version__"}
+  legacy = {".gamma": ".weight", ".beta": ".bias"}  # transformers 5.3 saved LayerNorm under the old names.
+  for name in ("model.safetensors", "1_Dense/model.safetensors"):
+    a, b = ({next((k[:-len(old)] + new for old, new in legacy.items() if k.endswith(old)), k): v
+             for k, v in safetensors.numpy.load_file(os.path.join(root, name)).items()} for root in (out, PYLATE_DIR))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), name
+  _assert_pylate_golden(colbert.load_multi_vector(str(out)))
+
+
+def test_pylate_export_of_a_colbert_with_markers_and_what_it_refuses(tmp_path, mv_dir, minilm_path):
+  """MultiVectorEncoder's "[unused0] " / "[unused1] " prompts become PyLate's one-token prefixes and the
+  export encodes as the original; a prompt that is not one token cannot be a PyLate prefix."""
+  src = tmp_path / "src"
+  _save(str(src), minilm_path, colbert_options=True)
+  out = tmp_path / "pylate"
+  assert cli.run(["export", "--model", str(src), "--output", str(out), "--format", "pylate"]) == 0
+  settings = json.loads((out / "config_sentence_transformers.json").read_text())
+  assert (settings["query_prefix"], settings["document_prefix"], settings["query_length"],
+          settings["do_query_expansion"], settings["attend_to_expansion_tokens"]) == ("[unused0]", "[unused1]", 32,
+                                                                                      True, False)
+  original, back = colbert.load_multi_vector(str(src)), colbert.load_multi_vector(str(out))
+  for a, b in zip(original.encode_query(QUERIES) + original.encode_document(DOCUMENTS),
+                  back.encode_query(QUERIES) + back.encode_document(DOCUMENTS)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  model = colbert.load_multi_vector(mv_dir)
+  model.config = dataclasses.replace(model.config, prompts={"query": "query: ", "document": ""})
+  with pytest.raises(ValueError, match=r"model.prompts.query='query: ': PyLate marks a query with one token"):
+    colbert.save_pylate_directory(str(tmp_path / "bad"), model)
+  with pytest.raises(ValueError, match=r"--format pylate: .* is not a multi-vector \(ColBERT\) model"):
+    cli.run(["export", "--model", minilm_path, "--output", str(tmp_path / "bi"), "--format", "pylate"])

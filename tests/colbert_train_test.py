@@ -1,5 +1,5 @@
 """ColBERT training on the shared loop: MaxSim InfoNCE and listwise KL against a numpy reference built from
-the inference path's token vectors, 8 devices == 1 (pjit + GradCache), and a trained model's export read by
+the inference path's token vectors, 8 devices == 1 (pjit + GradCache, pmap), and a trained model's export read by
 sentence-transformers' MultiVectorEncoder and by our loader."""
 
 import gzip
@@ -91,10 +91,12 @@ def colbert_single_device():
   return run_steps(colbert_config(), 1, num_steps=2)
 
 
-def test_eight_devices_equal_one(colbert_single_device):
-  """Document token vectors all-gathered across 8 devices (pjit + GradCache, one example per chunk) give
-  the 1-device loss, metrics, gradients and parameters."""
-  run = run_steps(colbert_config(**{"grad_cache.chunk_size": 1}), NDEV, num_steps=2)
+@pytest.mark.parametrize("overrides", [{"grad_cache.chunk_size": 1}, {"parallel.strategy": "pmap"}],
+                         ids=["pjit_gradcache", "pmap"])
+def test_eight_devices_equal_one(colbert_single_device, overrides):
+  """Document token vectors all-gathered across 8 devices (pjit + GradCache with one example per chunk, and
+  pmap) give the 1-device loss, metrics, gradients and parameters."""
+  run = run_steps(colbert_config(**overrides), NDEV, num_steps=2)
   loss, metrics, grads = run["grads"]
   ref_loss, ref_metrics, ref_grads = colbert_single_device["grads"]
   np.testing.assert_allclose(loss, ref_loss, atol=TOL)
