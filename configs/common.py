@@ -148,6 +148,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.colbert.skip_punctuation = True  # Documents' punctuation tokens are not scored (ColBERT's skiplist).
   c.colbert.mask_token_id = -1  # The expansion token's id; -1 = the tokenizer's [MASK].
   c.colbert.skiplist_ids = ()  # Token ids never scored in documents; () = the punctuation's, when skipped.
+  # Documents' length when the trained model encodes them (eval, rerank, export); 0 = data.document_max_length.
+  c.colbert.document_length = 0
   c.triplet = ml_collections.ConfigDict()
   c.triplet.margin = 1.0  # Euclidean margin (Sentence-BERT paper: 1).
   c.negatives = "global"  # global: candidates gathered from every device; local: own batch only.

@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("--output", default=None, help="JSON file for the metrics")
   e.add_argument("--truncate-dim", type=int, default=None, metavar="D",
                  help="score with the first D embedding dimensions (Matryoshka), re-normalised: cosines")
+  e.add_argument("--document-length", type=int, default=None, metavar="N",
+                 help="multi-vector (ColBERT) models: encode documents up to N tokens (default: the model's)")
 
   c = sub.add_parser("encode", help="embed one text per line into a .npy file")
   c.add_argument("--model", required=True, help=_MODEL_HELP)
@@ -252,9 +254,14 @@ def _evaluate(args) -> dict:
       raise ValueError(f"--model {args.model} is a multi-vector model: --truncate-dim, --index-dir and "
                        "--exclude-self apply to single-vector models; drop them.")
     model = colbert.load_any(args.model, args.step)
+    if args.document_length is not None:
+      model = colbert.with_document_length(model, args.document_length)
     results = {t: colbert.evaluate_beir(model, t, index=args.index, batch_size=args.batch_size, split=args.split)
                for t in args.task}
     return results if len(results) > 1 else next(iter(results.values()))
+  if args.document_length is not None:
+    raise ValueError(f"--document-length: {args.model} is a single-vector model (its length is the model's "
+                     "max_seq_length); drop it.")
   enc = _load(args.model, args.step)
   from neuralir_jax import evaluate
   results = evaluate.evaluate_tasks(enc, args.task, split=args.split, index=args.index,

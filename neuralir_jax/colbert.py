@@ -322,6 +322,16 @@ def maxsim(q_QxD: np.ndarray, d_TxD: np.ndarray, length_normalize: bool = False)
   return total / max(len(q_QxD), 1) if length_normalize else total
 
 
+def with_document_length(model: MultiVectorEncoder, length: int) -> MultiVectorEncoder:
+  """The same model encoding documents up to `length` tokens (at most the position embeddings)."""
+  c = model.config
+  if not 1 <= length <= c.bert.max_positions:
+    raise ValueError(f"--document-length {length}: give 1..{c.bert.max_positions} (the model's positions).")
+  query = c.expansion["length"] if c.expansion else (c.lengths.get("query") or c.max_length)
+  config = dataclasses.replace(c, lengths={**c.lengths, "document": length}, max_length=max(query, length))
+  return MultiVectorEncoder(config, model.params, model.tokenizer)
+
+
 def load_multi_vector(path: str, **kwargs) -> MultiVectorEncoder:
   config, params, tokenizer = load_multi_vector_directory(path)
   return MultiVectorEncoder(config, params, tokenizer, **kwargs)
@@ -338,7 +348,8 @@ def multi_vector_config(config: ml_collections.ConfigDict) -> MultiVectorConfig:
   (the query / document markers), [MASK] expansion to the query length and the document skiplist."""
   bert = model_lib.encoder_config(config.model).bert
   query = int(config.data.query_max_length or config.data.max_length)
-  document = int(config.data.document_max_length or config.data.max_length)
+  document = int(config.colbert.get("document_length", 0) or config.data.document_max_length or
+                 config.data.max_length)
   return MultiVectorConfig(
       bert=bert, dim=int(config.colbert.dim), max_length=min(max(query, document), bert.max_positions),
       prompts={task: str(config.model.prompts[task]) for task in TASKS},

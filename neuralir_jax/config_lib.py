@@ -389,6 +389,7 @@ def _check_colbert(config: ml_collections.ConfigDict, on: set[str]) -> None:
              "distill.scores=cross_encoder scores the pairs with a teacher cross-encoder: set "
              "--config.distill.teacher=CE_DIR_OR_WORKDIR")
   _number(config, "colbert.dim", 128, 1)
+  _number(config, "colbert.document_length", 256, 0)
   _require(config, isinstance(config.colbert.mask_token_id, int), "colbert.mask_token_id",
            "must be an integer (-1: the tokenizer's [MASK])")
   _require(config, all(isinstance(i, int) and i >= 0 for i in config.colbert.skiplist_ids),

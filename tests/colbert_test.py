@@ -216,3 +216,25 @@ def test_pylate_export_of_a_colbert_with_markers_and_what_it_refuses(tmp_path, m
     colbert.save_pylate_directory(str(tmp_path / "bad"), model)
   with pytest.raises(ValueError, match=r"--format pylate: .* is not a multi-vector \(ColBERT\) model"):
     cli.run(["export", "--model", minilm_path, "--output", str(tmp_path / "bi"), "--format", "pylate"])
+
+
+def test_a_shorter_document_length_encodes_as_sentence_transformers(mv_dir, small_beir, tmp_path):
+  """`with_document_length` (eval --document-length) truncates documents as sentence-transformers does with
+  that document_length in the saved directory; eval scores the corpus with it."""
+  from sentence_transformers import MultiVectorEncoder
+  short = colbert.with_document_length(colbert.load_multi_vector(mv_dir), 8)
+  colbert.save_multi_vector_directory(str(tmp_path / "short"), short)
+  st = MultiVectorEncoder(str(tmp_path / "short"), device="cpu")
+  want = st.encode_document(DOCUMENTS, convert_to_numpy=True)
+  got = short.encode_document(DOCUMENTS)
+  assert [len(x) for x in got] == [len(x) for x in want] == [7, 8, 8]  # "a cat , is small ." loses , and .
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+  runs = []
+  for args in (["--model", mv_dir, "--document-length", "8"], ["--model", str(tmp_path / "short")]):
+    out = tmp_path / f"eval{len(runs)}.json"
+    assert cli.run(["eval", *args, "--task", f"beir:{small_beir}", "--output", str(out)]) == 0
+    runs.append(json.loads(out.read_text())["ndcg@10"])
+  assert runs[0] == runs[1]
+  with pytest.raises(ValueError, match=r"--document-length: .* is a single-vector model"):
+    cli.run(["eval", "--model", "minilm", "--document-length", "8", "--task", f"beir:{small_beir}"])

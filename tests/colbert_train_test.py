@@ -129,7 +129,7 @@ def test_trained_colbert_exports_to_sentence_transformers_and_back(tmp_path, min
                   f"--config.model.init={body}", f"--config.data.train=triples:{data}", "--config.num_steps=2",
                   "--config.batch_size=8", "--config.data.query_max_length=16", "--config.data.max_length=24",
                   "--config.data.document_max_length=24", "--config.data.buckets=()",
-                  "--config.optimizer.learning_rate=1e-3"]) == 0
+                  "--config.colbert.document_length=12", "--config.optimizer.learning_rate=1e-3"]) == 0
   assert cli.run(["export", "--workdir", str(work), "--output", str(out)]) == 0
   ours = colbert.load_any(str(work))
   from sentence_transformers import MultiVectorEncoder
@@ -148,6 +148,9 @@ def test_trained_colbert_exports_to_sentence_transformers_and_back(tmp_path, min
   assert ours.tokenizer.token_ids(["[unused0] a cat"])[0] == [101, 1, 1037, 4937, 102]
   # [CLS] [unused1] a cat , is small . [SEP]: the marker is one token; ',' and '.' are not scored.
   assert ours.encode_document(DOCUMENTS[:1])[0].shape[0] == 7
+  # Trained on 24-token documents, encoded up to colbert.document_length = 12 (in the export too): [CLS]
+  # [unused1] vaccines expose the immune system to a harmless antigen [SEP].
+  assert ours.encode_document(DOCUMENTS[1:2])[0].shape[0] == back.encode_document(DOCUMENTS[1:2])[0].shape[0] == 12
   pairs = [(q, d) for q in QUERIES for d in DOCUMENTS]
   (tmp_path / "pairs.tsv").write_text("".join(f"{q}\t{d}\n" for q, d in pairs))
   want = np.asarray(st.similarity(q_st, d_st)).reshape(-1)
