@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from neuralir_jax import bi_encoder, config_lib, flops, hf_io, losses, tokenization, workdir
+from neuralir_jax import bi_encoder, config_lib, flops, hf_io, losses, pylate_io, tokenization, workdir
 from neuralir_jax import model as model_lib
 from neuralir_jax import objectives as objectives_lib
 
@@ -39,12 +39,6 @@ _MASK = "sentence_transformers.multi_vector_encoder.modules.multi_vector_mask.Mu
 _NORMALIZE = "sentence_transformers.base.modules.normalize.Normalize"
 _TRANSFORMER = "sentence_transformers.base.modules.transformer.Transformer"
 TASKS = ("query", "document")
-# PyLate (1.x, on sentence-transformers 5): the body, then its own Dense; settings in
-# config_sentence_transformers.json, with these defaults when a key is absent (pylate.models.ColBERT).
-_PYLATE_MODULES = ("sentence_transformers.models.Transformer", "pylate.models.Dense.Dense")
-PYLATE_DEFAULTS = {"query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 32, "document_length": 180,
-                   "attend_to_expansion_tokens": False, "skiplist_words": list(string.punctuation),
-                   "do_query_expansion": True}
 
 
 @dataclass(frozen=True)
@@ -67,23 +61,9 @@ def is_multi_vector_directory(path: str) -> bool:
     return False
   with open(file) as f:
     try:
-      return json.load(f).get("model_type") == MODEL_TYPE or is_pylate_directory(path)
+      return json.load(f).get("model_type") == MODEL_TYPE or pylate_io.is_pylate_directory(path)
     except json.JSONDecodeError:
       return False
-
-
-def is_pylate_directory(path: str) -> bool:
-  """Whether modules.json in `path` names a PyLate module (pylate.models.ColBERT's layout)."""
-  file = os.path.join(path, "modules.json")
-  if not os.path.isfile(file):
-    return False
-  with open(file) as f:
-    try:
-      entries = json.load(f)
-    except json.JSONDecodeError:
-      return False
-  return isinstance(entries, list) and any(str(e.get("type", "")).startswith("pylate.") for e in entries
-                                           if isinstance(e, dict))
 
 
 def _modules(path: str) -> dict[str, str]:
@@ -101,7 +81,7 @@ def _modules(path: str) -> dict[str, str]:
   return by_type
 
 
-def _read_body_and_projection(body: str, dense_dir: str) -> tuple[model_lib.BertConfig, dict]:
+def read_body_and_projection(body: str, dense_dir: str) -> tuple[model_lib.BertConfig, dict]:
   """The BERT body's config and params {'bert', 'projection': {'kernel' [hidden, dim]}}; the Dense must be
   linear without bias (or residual)."""
   import safetensors.numpy
@@ -113,7 +93,7 @@ def _read_body_and_projection(body: str, dense_dir: str) -> tuple[model_lib.Bert
   if dense.get("bias", True) or not activation.endswith("Identity") or dense.get("use_residual"):
     raise hf_io.ModelDirectoryError(f"{os.path.join(dense_dir, 'config.json')}: bias={dense.get('bias')}, "
                                     f"activation {activation}, use_residual={dense.get('use_residual', False)}; "
-                                    "ColBERT's projection is linear without bias.")
+                                    "ColBERT's projection is linear, without bias or residual.")
   weights_file = os.path.join(dense_dir, "model.safetensors")
   if not os.path.isfile(weights_file):
     raise hf_io.ModelDirectoryError(f"{dense_dir}: no model.safetensors with the projection's linear.weight.")
@@ -129,11 +109,11 @@ def load_multi_vector_directory(path: str) -> tuple[MultiVectorConfig, dict, tok
   """(config, params {'bert', 'projection': {'kernel' [hidden, dim]}}, tokenizer) of a MultiVectorEncoder or
   PyLate directory; one-line errors."""
   path = os.fspath(path)
-  if is_pylate_directory(path):
-    return _load_pylate_directory(path)
+  if pylate_io.is_pylate_directory(path):
+    return pylate_io.load_pylate_directory(path)
   modules = _modules(path)
   body = modules[_TRANSFORMER]
-  bert, params = _read_body_and_projection(body, modules[_DENSE])
+  bert, params = read_body_and_projection(body, modules[_DENSE])
   st = hf_io._read_json(os.path.join(path, "config_sentence_transformers.json"))
   prompts = {task: (st.get("prompts") or {}).get(task) or "" for task in TASKS}
   similarity = st.get("similarity_fn_name") or "maxsim"
@@ -176,57 +156,6 @@ def _tasks(value) -> tuple[str, ...]:
   if value is None:
     return ("document",)
   return (value,) if isinstance(value, str) else tuple(value)
-
-
-def _load_pylate_directory(path: str) -> tuple[MultiVectorConfig, dict, tokenization.Tokenizer]:
-  """A pylate.models.ColBERT directory as PyLate encodes with it: the marker token inserted after [CLS]
-  (here: the prefix as a special piece at the start of the text, the same ids), queries truncated to
-  query_length and padded with [MASK] (attended or not), documents truncated to document_length with the
-  skiplist words not scored (an unknown word skips [UNK], as PyLate's convert_tokens_to_ids gives)."""
-  file = os.path.join(path, "modules.json")
-  entries = hf_io._read_json(file)
-  types = tuple(e.get("type") for e in entries)
-  if types != _PYLATE_MODULES:
-    raise hf_io.ModelDirectoryError(f"{file}: a PyLate ColBERT here is {list(_PYLATE_MODULES)} (one linear "
-                                    f"projection); got {list(types)}.")
-  body, dense_dir = (os.path.join(path, e.get("path", "")) for e in entries)
-  bert, params = _read_body_and_projection(body, dense_dir)
-  st_file = os.path.join(path, "config_sentence_transformers.json")
-  st = {**PYLATE_DEFAULTS, **{k: v for k, v in hf_io._read_json(st_file).items() if v is not None}}
-  if str(st.get("similarity_fn_name") or "MaxSim").lower() != "maxsim":
-    raise hf_io.ModelDirectoryError(f"{st_file}: similarity_fn_name {st['similarity_fn_name']!r}; PyLate "
-                                    "ColBERT models score with MaxSim.")
-  query_length, document_length = int(st["query_length"]), int(st["document_length"])
-  tokenizer = tokenization.Tokenizer(body, max_length=min(max(query_length, document_length), bert.max_positions))
-  tok = tokenizer._tok
-  prompts = {}
-  for task in TASKS:
-    prefix = str(st[f"{task}_prefix"])
-    if prefix and tok.token_to_id(prefix) is None:
-      raise hf_io.ModelDirectoryError(f"{st_file}: {task}_prefix {prefix!r} is not a token of {body}'s "
-                                      "tokenizer; PyLate adds it when it saves a model, so save it with PyLate.")
-    if prefix:
-      tokenizer.add_special_tokens([prefix])
-    prompts[task] = prefix if not prefix or prefix[-1].isspace() else prefix + " "
-  expansion = None
-  if st["do_query_expansion"]:
-    mask = (hf_io._read_json(os.path.join(body, "tokenizer_config.json"), required=False) or {}).get(
-        "mask_token") or "[MASK]"
-    mask = mask["content"] if isinstance(mask, dict) else mask
-    if tok.token_to_id(mask) is None:
-      raise hf_io.ModelDirectoryError(f"{st_file}: do_query_expansion needs a mask token; {body}'s tokenizer "
-                                      f"has no {mask!r}.")
-    expansion = {"length": query_length, "attend": bool(st["attend_to_expansion_tokens"]),
-                 "token_id": tok.token_to_id(mask)}
-  unk = tok.token_to_id("[UNK]")
-  skip = sorted({i for w in st["skiplist_words"] for i in [tok.token_to_id(w)] if i is not None} |
-                ({unk} if unk is not None and any(tok.token_to_id(w) is None for w in st["skiplist_words"])
-                 else set()))
-  config = MultiVectorConfig(
-      bert=bert, dim=int(params["projection"]["kernel"].shape[1]), max_length=tokenizer.max_length,
-      prompts=prompts, lengths={"query": query_length, "document": document_length}, expansion=expansion,
-      skiplist_ids=tuple(skip), skiplist_tasks=("document",))
-  return config, params, tokenizer
 
 
 def token_vectors(config: MultiVectorConfig, params: dict, ids_BxL: jax.Array, attention_BxL: jax.Array,
@@ -570,7 +499,10 @@ def resolve_model(config: ml_collections.ConfigDict
   else:
     config, tokenizer, params = bi_encoder.resolve_model(config)
     config = ml_collections.ConfigDict(config.to_dict())
-  markers = [p.split()[0] for p in config.model.prompts.values() if p.strip()]
+  # A marker is the prompt's first word ("[unused0] "), or the whole prompt where it is one piece already
+  # (PyLate's "[Q] ", registered by load_multi_vector_directory).
+  markers = [p.split()[0] for p in config.model.prompts.values()
+             if p.strip() and p not in tokenizer.special_added and p.rstrip() not in tokenizer.special_added]
   tokenizer.add_special_tokens([m for m in markers if m.startswith("[") and m.endswith("]")])
   if config.colbert.mask_token_id < 0:
     mask_id = next((i for t in ("[MASK]", "<mask>") for i in [tokenizer._tok.token_to_id(t)] if i is not None),
@@ -647,7 +579,7 @@ def load_any(path: str, step: int | None = None, flag: str = "--model") -> Multi
   if step is not None:
     raise ValueError(f"{flag} {path} is a model directory, not a training workdir: drop --step.")
   if not is_multi_vector_directory(resolved):
-    raise ValueError(f"{flag} {path}: neither a MultiVectorEncoder directory nor a ColBERT workdir.")
+    raise ValueError(f"{flag} {path}: neither a MultiVectorEncoder or PyLate directory nor a ColBERT workdir.")
   return load_multi_vector(resolved)
 
 
@@ -658,7 +590,7 @@ def save_multi_vector_directory(output_dir: str, model: MultiVectorEncoder, over
   3_Normalize, the prompts (markers) and the [MASK] expansion."""
   output_dir = os.fspath(output_dir)
   c = model.config
-  _write_body_and_projection(output_dir, model, overwrite, source, {
+  write_body_and_projection(output_dir, model, overwrite, source, {
       "module_input_name": "token_embeddings", "module_output_name": "token_embeddings"})
   modules = [(_TRANSFORMER, ""), (_DENSE, "1_Dense"), (_MASK, "2_MultiVectorMask"), (_NORMALIZE, "3_Normalize")]
   hf_io._write_json(os.path.join(output_dir, "modules.json"),
@@ -689,8 +621,8 @@ def save_multi_vector_directory(output_dir: str, model: MultiVectorEncoder, over
       "default_prompt_name": None, "similarity_fn_name": "meanmaxsim" if c.length_normalize else "maxsim"})
 
 
-def _write_body_and_projection(output_dir: str, model: MultiVectorEncoder, overwrite: bool, source: str | None,
-                               dense_extra: dict) -> dict:
+def write_body_and_projection(output_dir: str, model: MultiVectorEncoder, overwrite: bool, source: str | None,
+                              dense_extra: dict) -> None:
   """The export marker, the BERT body and tokenizer at the root and the projection in 1_Dense (both
   layouts); returns the params written."""
   import safetensors.numpy
@@ -716,60 +648,6 @@ def _write_body_and_projection(output_dir: str, model: MultiVectorEncoder, overw
   weight = np.ascontiguousarray(np.asarray(params["projection"]["kernel"], np.float32).T)
   safetensors.numpy.save_file({"linear.weight": weight}, os.path.join(output_dir, "1_Dense", "model.safetensors"),
                               metadata={"format": "pt"})
-  return params
-
-
-def _pylate_prefix(model: MultiVectorEncoder, task: str) -> str:
-  """The one marker token PyLate inserts after [CLS] for `task`: the prompt itself or without its trailing
-  space ("[unused0] " -> "[unused0]", "[Q] " stays when "[Q] " is the token)."""
-  prompt = model.config.prompts.get(task, "")
-  for prefix in (prompt.rstrip(), prompt):
-    if prefix and model.tokenizer._tok.token_to_id(prefix) is not None:
-      return prefix
-  if prompt:
-    raise ValueError(f"model.prompts.{task}={prompt!r}: PyLate marks a {task} with one token inserted after "
-                     "[CLS]; this prompt is not one token of the tokenizer. Export with --format "
-                     "sentence-transformers, or train with a marker such as '[unused0] '.")
-  return ""
-
-
-def save_pylate_directory(output_dir: str, model: MultiVectorEncoder, overwrite: bool = False, *,
-                          source: str | None = None) -> None:
-  """Writes `model` in the layout pylate.models.ColBERT saves and loads (PyLate 1.x, sentence-transformers 5):
-  the body and tokenizer at the root, PyLate's Dense in 1_Dense, and the markers, lengths, [MASK] expansion
-  and skiplist in config_sentence_transformers.json. PyLate encodes with them as this model does
-  (tests/colbert_test.py, benchmarks/pylate_parity.sh)."""
-  output_dir = os.fspath(output_dir)
-  c = model.config
-  problems = []
-  if c.length_normalize:
-    problems.append("it scores with meanmaxsim (PyLate: MaxSim)")
-  if c.skiplist_ids and tuple(c.skiplist_tasks) != ("document",):
-    problems.append(f"its skiplist applies to {list(c.skiplist_tasks)} (PyLate: documents only)")
-  mask_id = next((i for t in ("[MASK]", "<mask>") for i in [model.tokenizer._tok.token_to_id(t)] if i is not None),
-                 None)
-  if c.expansion and c.expansion["token_id"] != mask_id:
-    problems.append("its queries are expanded with a token other than the mask token (PyLate pads with it)")
-  if problems:
-    raise ValueError(f"--format pylate: {'; '.join(problems)}; export with --format sentence-transformers.")
-  prefixes = {task: _pylate_prefix(model, task) for task in TASKS}
-  _write_body_and_projection(output_dir, model, overwrite, source, {"use_residual": False})
-  hf_io._write_json(os.path.join(output_dir, "modules.json"), [
-      {"idx": 0, "name": "0", "path": "", "type": _PYLATE_MODULES[0]},
-      {"idx": 1, "name": "1", "path": "1_Dense", "type": _PYLATE_MODULES[1]}])
-  query_length = c.expansion["length"] if c.expansion else (c.lengths.get("query") or c.max_length)
-  hf_io._write_json(os.path.join(output_dir, "sentence_bert_config.json"),
-                    {"max_seq_length": c.max_length, "do_lower_case": False})
-  hf_io._write_json(os.path.join(output_dir, "config_sentence_transformers.json"), {
-      "model_type": "ColBERT",
-      "__version__": {"sentence_transformers": "5.3.0", "transformers": hf_io._version("transformers", "5.0.0"),
-                      "pytorch": hf_io._version("torch", "2.0.0")},
-      "prompts": {"query": "", "document": ""}, "default_prompt_name": None, "similarity_fn_name": "MaxSim",
-      "query_prefix": prefixes["query"], "document_prefix": prefixes["document"], "query_length": query_length,
-      "document_length": c.lengths.get("document") or c.max_length,
-      "attend_to_expansion_tokens": bool(c.expansion and c.expansion["attend"]),
-      "skiplist_words": [model.tokenizer._tok.id_to_token(i) for i in c.skiplist_ids],
-      "do_query_expansion": bool(c.expansion)})
 
 
 # --- End-to-end retrieval: exhaustive MaxSim, or ScaNN over every document token then exact MaxSim --------

@@ -10,7 +10,7 @@ import string
 import numpy as np
 import pytest
 
-from neuralir_jax import cli, colbert
+from neuralir_jax import cli, colbert, pylate_io
 from tests.train_helpers import save_tiny_encoder
 
 QUERIES = ["what is a cat?", "How do vaccines train the immune system?"]
@@ -213,7 +213,7 @@ def test_pylate_export_of_a_colbert_with_markers_and_what_it_refuses(tmp_path, m
   model = colbert.load_multi_vector(mv_dir)
   model.config = dataclasses.replace(model.config, prompts={"query": "query: ", "document": ""})
   with pytest.raises(ValueError, match=r"model.prompts.query='query: ': PyLate marks a query with one token"):
-    colbert.save_pylate_directory(str(tmp_path / "bad"), model)
+    pylate_io.save_pylate_directory(str(tmp_path / "bad"), model)
   with pytest.raises(ValueError, match=r"--format pylate: .* is not a multi-vector \(ColBERT\) model"):
     cli.run(["export", "--model", minilm_path, "--output", str(tmp_path / "bi"), "--format", "pylate"])
 
@@ -238,3 +238,32 @@ def test_a_shorter_document_length_encodes_as_sentence_transformers(mv_dir, smal
   assert runs[0] == runs[1]
   with pytest.raises(ValueError, match=r"--document-length: .* is a single-vector model"):
     cli.run(["eval", "--model", "minilm", "--document-length", "8", "--task", f"beir:{small_beir}"])
+
+
+def test_pylate_settings_other_than_the_defaults(tmp_path):
+  """PyLate's rules on an edited copy of the fixture: a prefix without a trailing space is inserted after
+  [CLS] as one id, no query expansion (queries truncated to query_length, not padded), an unknown skiplist
+  word skips [UNK]; and fine-tuning from the fixture keeps "[Q] " a single piece."""
+  import shutil
+
+  from neuralir_jax import config_lib
+  edited = tmp_path / "edited"
+  shutil.copytree(PYLATE_DIR, edited)
+  settings = json.loads((edited / "config_sentence_transformers.json").read_text())
+  settings.update(query_prefix="[unused0]", do_query_expansion=False, query_length=6,
+                  skiplist_words=["zzqqxx", ","])
+  (edited / "config_sentence_transformers.json").write_text(json.dumps(settings))
+  model = colbert.load_multi_vector(str(edited))
+  assert model.config.expansion is None and model.config.skiplist_ids == (100, 1010)  # [UNK], ','
+  plain = model.tokenizer.token_ids(["a cat , is small"], 64)[0]  # [CLS] a cat , is small [SEP]
+  (ids, attention, scoring), = model._inputs(["a cat , is small"], "query")
+  assert ids == [101, 1] + plain[1:4] + [102] and attention == [1] * 6 and all(scoring)
+  (ids, _, scoring), = model._inputs(["a cat , is small"], "document")
+  assert ids == [101, 30523] + plain[1:-1] + [102] and scoring == [i != 1010 for i in ids]
+  config = config_lib.load_config("configs/colbert_scifact.py")
+  config.update_from_flattened_dict({"model.init": PYLATE_DIR, "model.prompts.query": "[Q] ",
+                                     "model.prompts.document": "[D] ", "data.query_max_length": 16,
+                                     "colbert.dim": 8, "colbert.attend_expansion": False})
+  _, tokenizer, params = colbert.resolve_model(config)
+  assert params["projection"]["kernel"].shape == (16, 8)
+  assert tokenizer.token_ids(["[Q] a cat"])[0] == [101, 30522, 1037, 4937, 102]
