@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
                  help="a cross-encoder, or a multi-vector (ColBERT) model for MaxSim re-ranking (see `neuralir score`)")
   r.add_argument("--task", required=True, help="beir:DIR[:SPLIT] (default split: test)")
   r.add_argument("--top-k", type=int, default=100, help="documents per query the reranker scores")
+  r.add_argument("--document-length", type=int, default=None, metavar="N",
+                 help="a multi-vector (ColBERT) reranker encodes documents up to N tokens (default: its own)")
   r.add_argument("--index", default="exact", choices=("exact", "scann"), help="first-stage search")
   r.add_argument("--batch-size", type=int, default=32, help="pairs per reranker call")
   r.add_argument("--step", type=int, default=None, help="checkpoint step when --first-stage is a workdir")
@@ -334,7 +336,12 @@ def _rerank(args) -> dict:
   from neuralir_jax import colbert, config_lib
   if colbert.is_multi_vector(config_lib.resolve_model_path(args.reranker)):
     reranker = colbert.load_any(args.reranker, flag="--reranker")  # MaxSim re-ranking (ColBERT).
+    if args.document_length is not None:
+      reranker = colbert.with_document_length(reranker, args.document_length)
   else:
+    if args.document_length is not None:
+      raise ValueError(f"--document-length applies to a multi-vector (ColBERT) reranker; {args.reranker} is a "
+                       "cross-encoder: drop it.")
     reranker = cross_encoder.load_any(args.reranker, flag="--reranker")
   if args.first_stage == "bm25" and args.step is not None:
     raise ValueError("--step applies to a training workdir, not to --first-stage bm25: drop --step.")

@@ -341,7 +341,7 @@ def _check_family(config: ml_collections.ConfigDict, max_positions: int | None, 
                "embedding_mse matches the teacher's full vector: set --config.matryoshka.dims='()'")
     return
   if config.model.family == "colbert":
-    _check_colbert(config, on)
+    _check_colbert(config, on, max_positions)
     return
   other = sorted(on - set(CROSS_ENCODER_OBJECTIVES))
   if other:
@@ -377,7 +377,7 @@ def _check_family(config: ml_collections.ConfigDict, max_positions: int | None, 
              f"{max_positions} positions; lower data.query_max_length or data.document_max_length")
 
 
-def _check_colbert(config: ml_collections.ConfigDict, on: set[str]) -> None:
+def _check_colbert(config: ml_collections.ConfigDict, on: set[str], max_positions: int | None = None) -> None:
   """ColBERT trains MaxSim InfoNCE and score distillation on padded batches, nothing the bi-encoder's
   single vector needs (heads, queue, matryoshka, tiled logits)."""
   other = sorted(on - set(COLBERT_OBJECTIVES))
@@ -390,6 +390,10 @@ def _check_colbert(config: ml_collections.ConfigDict, on: set[str]) -> None:
              "--config.distill.teacher=CE_DIR_OR_WORKDIR")
   _number(config, "colbert.dim", 128, 1)
   _number(config, "colbert.document_length", 256, 0)
+  if max_positions is not None:
+    _require(config, config.colbert.document_length <= max_positions, "colbert.document_length",
+             f"the model has {max_positions} position embeddings; set --config.colbert.document_length="
+             f"{max_positions} or less")
   _require(config, isinstance(config.colbert.mask_token_id, int), "colbert.mask_token_id",
            "must be an integer (-1: the tokenizer's [MASK])")
   _require(config, all(isinstance(i, int) and i >= 0 for i in config.colbert.skiplist_ids),

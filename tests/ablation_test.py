@@ -353,7 +353,8 @@ def test_colbert_settings_are_scored_by_end_to_end_maxsim(tmp_path, monkeypatch,
   c = config_lib.load_config(os.path.join(ROOT, "configs", "ablation_colbert.py"))
   overrides = {"model.init": save_tiny_encoder(str(tmp_path / "body"), minilm_path), "num_steps": 2,
                "batch_size": 8, "data.query_max_length": 16, "data.max_length": 24,
-               "data.document_max_length": 24, "data.buckets": (), "optimizer.learning_rate": 1e-2,
+               "data.document_max_length": 24, "colbert.document_length": 0, "data.buckets": (),
+               "optimizer.learning_rate": 1e-2,
                "ablation.only": "inbatch,k1",
                "ablation.eval_tasks": (f"beir:{small_beir}:test",)}
   c.update_from_flattened_dict(overrides)

@@ -59,6 +59,9 @@ CASES = {
                               "distill.teacher='': objectives.embedding_mse needs a teacher"),
     "layers_random": (_train("--config.model.layers=(0,2)"), "model.layers=(0, 2): selects layers of a pretrained"),
     "b2": (_train("--config.optimizer.b2=1"), "optimizer.b2=1.0"),
+    "colbert_document_length": (["train", "--config", "configs/colbert_scifact.py", "--workdir", "{tmp}/w",
+                                 "--config.colbert.document_length=1000"],
+                                "colbert.document_length=1000: the model has 512 position embeddings"),
     "bool": (_train("--config.parallel.fsdp=maybe"), "--config.parallel.fsdp=maybe: cannot parse as bool"),
     # Config files.
     "config_missing": (["train", "--config", "{tmp}/nope.py", "--workdir", "{tmp}/w"], "config file {tmp}/nope.py"),
