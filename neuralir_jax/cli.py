@@ -360,8 +360,7 @@ def _export(args) -> None:
   from neuralir_jax import colbert
   if colbert.is_multi_vector(source):
     model = colbert.load_any(source, args.step)
-    from neuralir_jax import pylate_io
-    save = pylate_io.save_pylate_directory if args.format == "pylate" else colbert.save_multi_vector_directory
+    save = colbert.save_pylate_directory if args.format == "pylate" else colbert.save_multi_vector_directory
     if distributed.is_main_process():
       save(args.output, model, overwrite=args.overwrite, source=os.path.abspath(source))
     print(f"exported to {args.output} ({args.format} layout)")

@@ -10,7 +10,7 @@ import string
 import numpy as np
 import pytest
 
-from neuralir_jax import cli, colbert, pylate_io
+from neuralir_jax import cli, colbert
 from tests.train_helpers import save_tiny_encoder
 
 QUERIES = ["what is a cat?", "How do vaccines train the immune system?"]
@@ -213,7 +213,7 @@ def test_pylate_export_of_a_colbert_with_markers_and_what_it_refuses(tmp_path, m
   model = colbert.load_multi_vector(mv_dir)
   model.config = dataclasses.replace(model.config, prompts={"query": "query: ", "document": ""})
   with pytest.raises(ValueError, match=r"model.prompts.query='query: ': PyLate marks a query with one token"):
-    pylate_io.save_pylate_directory(str(tmp_path / "bad"), model)
+    colbert.save_pylate_directory(str(tmp_path / "bad"), model)
   with pytest.raises(ValueError, match=r"--format pylate: .* is not a multi-vector \(ColBERT\) model"):
     cli.run(["export", "--model", minilm_path, "--output", str(tmp_path / "bi"), "--format", "pylate"])
 

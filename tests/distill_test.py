@@ -99,7 +99,7 @@ def test_eight_devices_equal_one(distill_single_device):
   assert largest > 0.1 and max_abs_diff(grads, ref_grads) <= 1e-4 * largest
   for got, ref in zip(run["metrics"], distill_single_device["metrics"]):
     for name in ref:
-      np.testing.assert_allclose(got[name], ref[name], atol=2e-5, err_msg=name)
+      np.testing.assert_allclose(got[name], ref[name], rtol=1e-6, atol=2e-5, err_msg=name)  # grad_norm ~150.
   assert max_abs_diff(run["params"], distill_single_device["params"]) <= 2e-5
 
 

@@ -183,7 +183,13 @@ def test_rows_do_not_depend_on_the_chunk_size(random_world):
   encoder, data, _, full_QxN = random_world
   options = dict(num_negatives=4, range_min=1, range_max=12, margin=0.01)
   small = mine.mine_hard_negatives(data, encoder, chunk_size=7, **options)
-  assert small == mine.mine_hard_negatives(data, encoder, chunk_size=1000, **options)
+  large = mine.mine_hard_negatives(data, encoder, chunk_size=1000, **options)
+  scores = ("positive_scores", "negative_scores")  # Matmuls of other shapes round the last bit differently.
+  assert [{k: v for k, v in r.items() if k not in scores} for r in small] == [
+      {k: v for k, v in r.items() if k not in scores} for r in large]
+  for a, b in zip(small, large):
+    for k in scores:
+      np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7)
   for j, row in enumerate(small):  # Against a brute-force reading of the semantics on the full matrix.
     pos = data.positives[j]
     order = [d for d in np.argsort(-full_QxN[j], kind="stable")[:12 + 2] if d not in pos]
