@@ -8,6 +8,11 @@ machine).
 
   .venv/bin/python benchmarks/encode_throughput.py            # all-MiniLM-L6-v2, batch 64
   .venv/bin/python benchmarks/encode_throughput.py --batch_size 32 --input texts.txt --model DIR
+  # SciFact corpus + queries (5,183 abstracts, 1,109 claims), as evaluation encodes them:
+  .venv/bin/python benchmarks/encode_throughput.py --input data/retrieval/scifact/corpus.jsonl.gz \
+      --input data/retrieval/scifact/queries.jsonl --skip-packed --repeats 1 --warmup-stride 10
+  # bf16: JAX bfloat16 compute vs sentence-transformers under torch.autocast(bfloat16):
+  .venv/bin/python benchmarks/encode_throughput.py --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -57,12 +62,19 @@ def _default_model() -> str:
 def _parse() -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", default=None, help="HF / sentence-transformers directory (default MiniLM).")
-  parser.add_argument("--input", default=None, help="STS-B tsv(.gz) or a text file, one text per line.")
+  parser.add_argument("--input", action="append", default=None,
+                      help="STS-B tsv(.gz), a BEIR corpus/queries .jsonl(.gz), or a text file, one text per line; "
+                           "repeat to encode several files' texts together (e.g. a corpus and its queries).")
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--threads", type=int, default=os.cpu_count(), help="Threads for both sides.")
   parser.add_argument("--limit", type=int, default=None, help="Encode the first N texts only.")
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="JAX compute.")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="Compute precision of both sides: bfloat16 is JAX bf16 vs torch.autocast(bfloat16).")
+  parser.add_argument("--skip-packed", action="store_true", help="Time only padded JAX and sentence-transformers.")
+  parser.add_argument("--warmup-stride", type=int, default=1,
+                      help="Warm up on every K-th text (K > 1: shorter warm-up for a large input; it still "
+                           "meets every length bucket, and each side's remaining first-call costs count).")
   return parser.parse_args()
 
 
@@ -90,49 +102,53 @@ def main() -> None:
 
   torch.set_num_threads(args.threads)
   model_dir = args.model or _default_model()
-  input_path = args.input or _default_input()
-  texts = read_texts(input_path)[:args.limit]
-  ours = neuralir_jax.load_encoder(model_dir, dtype=jnp.dtype(args.dtype))
-  padded = neuralir_jax.load_encoder(model_dir, dtype=jnp.dtype(args.dtype), packing=False)
+  input_paths = args.input or [_default_input()]
+  texts = [t for path in input_paths for t in read_texts(path)][:args.limit]
+  input_path = " + ".join(input_paths)
+  dtype = jnp.dtype(args.dtype)
+  padded = neuralir_jax.load_encoder(model_dir, dtype=dtype, packing=False)
+  packed = None if args.skip_packed else neuralir_jax.load_encoder(model_dir, dtype=dtype, packing=True)
   theirs = SentenceTransformer(model_dir, device="cpu")
+  autocast = args.dtype == "bfloat16"
 
-  def run_ours():
-    return ours.encode(texts, batch_size=args.batch_size)
+  def run_theirs(subset):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+      return theirs.encode(subset, batch_size=args.batch_size, convert_to_numpy=True)
 
-  def run_padded():
-    return padded.encode(texts, batch_size=args.batch_size)
-
-  def run_theirs():
-    with torch.inference_mode():
-      return theirs.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
-
-  warm_ours = _timed(run_ours)  # Compiles every (rows, bucket) shape this input needs.
-  warm_padded = _timed(run_padded)
-  warm_theirs = _timed(run_theirs)
-  times_ours, times_padded, times_theirs = [], [], []
-  for _ in range(args.repeats):
-    times_ours.append(_timed(run_ours))
-    times_padded.append(_timed(run_padded))
-    times_theirs.append(_timed(run_theirs))
-  a, b = run_ours(), run_theirs()
-  cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+  sides = {"neuralir_jax padded": lambda subset: padded.encode(subset, batch_size=args.batch_size)}
+  if packed is not None:
+    sides["neuralir_jax packed"] = lambda subset: packed.encode(subset, batch_size=args.batch_size)
+  sides["sentence-transformers"] = run_theirs
+  warmup = texts[::args.warmup_stride]
+  warm = {name: _timed(lambda: run(warmup)) for name, run in sides.items()}  # JAX: compiles the shapes.
+  times = {name: [] for name in sides}
+  for _ in range(args.repeats):  # Alternating, so that other load on the machine hits every side alike.
+    for name, run in sides.items():
+      times[name].append(_timed(lambda: run(texts)))
   n = len(texts)
-  lengths = np.array([len(x) for x in ours.tokenizer.token_ids(texts, ours.max_seq_length)])
-  print(f"tokens: {lengths.sum()} in {n} texts (mean {lengths.mean():.1f}, max {lengths.max()})")
+  lengths = np.array([len(x) for x in padded.tokenizer.token_ids(texts, padded.max_seq_length)])
+  order = np.argsort(-lengths, kind="stable")
+  exact = sum(int(lengths[order[i]]) * len(order[i:i + args.batch_size]) for i in range(0, n, args.batch_size))
+  print(f"tokens: {lengths.sum()} in {n} texts (mean {lengths.mean():.1f}, max {lengths.max()}); "
+        f"sentence-transformers pads to {exact} (batches of length-sorted texts)")
   print(f"model: {model_dir}")
   print(f"input: {input_path} ({n} texts), batch_size={args.batch_size}, threads={args.threads}, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform} ({args.dtype}), torch {torch.__version__}")
-  print(f"first call (compilation included): neuralir_jax packed {warm_ours:.2f}s ({ours.num_traces} shapes), "
-        f"padded {warm_padded:.2f}s ({padded.num_traces} shapes), "
-        f"sentence-transformers {warm_theirs:.2f}s, ratio {warm_theirs / warm_ours:.2f}x")
-  for name, pick in (("median", statistics.median), ("best", min)):
-    t_ours, t_theirs = pick(times_ours), pick(times_theirs)
-    t_padded = pick(times_padded)
-    print(f"{name} of {args.repeats}: neuralir_jax packed {n / t_ours:7.1f} sentences/s ({t_ours:.3f}s), "
-          f"padded {n / t_padded:7.1f} ({t_padded:.3f}s), "
-          f"sentence-transformers {n / t_theirs:7.1f} sentences/s ({t_theirs:.3f}s), "
-          f"ratio packed/ST {t_theirs / t_ours:.2f}x, padded/ST {t_theirs / t_padded:.2f}x")
-  print(f"agreement: min cosine {cosine.min():.6f}")
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, {args.dtype}"
+        f"{' (torch.autocast)' if autocast else ''}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '').strip()}")
+  print(f"warm-up on {len(warmup)} texts (JAX compiles {padded.num_traces} padded shapes): "
+        + ", ".join(f"{name} {t:.2f}s" for name, t in warm.items()))
+  reference = "sentence-transformers"
+  for label, pick in (("median", statistics.median), ("best", min)):
+    chosen = {name: pick(ts) for name, ts in times.items()}
+    print(f"{label} of {args.repeats}: " + ", ".join(
+        f"{name} {n / t:.1f} texts/s ({t:.2f}s)" for name, t in chosen.items()) + "; ratio to ST: " + ", ".join(
+        f"{name} {chosen[reference] / t:.2f}x" for name, t in chosen.items() if name != reference))
+  ref = run_theirs(texts)
+  for name, run in sides.items():
+    if name != reference:
+      a = run(texts)
+      cosine = (a * ref).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(ref, axis=1))
+      print(f"agreement {name} vs sentence-transformers: min cosine {cosine.min():.6f}")
 
 
 if __name__ == "__main__":

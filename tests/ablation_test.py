@@ -280,9 +280,10 @@ def test_k_grid_is_the_scifact_recipe_with_k_negatives():
   settings = ablation.settings_of(c, num_devices=1)
   assert ablation.grid_axes(settings)["data.num_negatives"] == [1, 2, 4, 8]
   recipe = config_lib.load_config(os.path.join(os.path.dirname(CONFIG), "scifact.py"))
-  for s in settings:  # Only k differs from configs/scifact.py.
+  for s in settings:  # Only k and the epochs (one) differ from configs/scifact.py.
     expected = recipe.to_dict()
     expected["data"]["num_negatives"] = s.config.data.num_negatives
+    expected["num_steps"] = expected["checkpoint"]["every_steps"] = 23
     assert s.config.to_dict() == expected, s.name
   assert [ablation.negatives_per_query(32, "global", True, 1, s.config.data.num_negatives)
           for s in settings] == [63, 95, 159, 287]
