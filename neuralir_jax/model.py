@@ -110,28 +110,14 @@ class Dropout(nn.Module):
   """
   rate: float
 
-  def seed(self):
-    """This call's 32-bit seed, from the "dropout" rng."""
-    return jax.random.bits(self.make_rng("dropout"), (), jnp.uint32)
-
   @nn.compact
   def __call__(self, x, deterministic: bool):
     if deterministic or self.rate == 0.0:
       return x
-    return hashed_dropout(x, self.seed(), self.rate)
-
-
-def hashed_dropout(x, seed, rate: float, rows=None):
-  """x with the mask of `Dropout`: element e kept iff hash(index(e) ^ seed) >= rate * 2**32, where index is
-  e's row-major index in the full tensor, so the same mask on any mesh. `x` may be some rows of that tensor:
-  `rows` [x.shape[0]] gives their indices along its first axis (None: x is the whole tensor)."""
-  per_row = x.size // x.shape[0]
-  index = jax.lax.iota(jnp.uint32, per_row).reshape(1, *x.shape[1:])
-  if rows is None:
-    rows = jax.lax.iota(jnp.uint32, x.shape[0])
-  index = index + (rows.astype(jnp.uint32) * jnp.uint32(per_row)).reshape(-1, *[1] * (x.ndim - 1))
-  keep = _hash32(index ^ seed) >= jnp.uint32(min(round(rate * 2.0**32), 2**32 - 1))
-  return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
+    seed = jax.random.bits(self.make_rng("dropout"), (), jnp.uint32)
+    index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)  # Global index: same mask on any mesh.
+    keep = _hash32(index ^ seed) >= jnp.uint32(min(round(self.rate * 2.0**32), 2**32 - 1))
+    return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros_like(x))
 
 
 def attention_bias(mask_BxL, segment_ids_BxL=None):
@@ -148,23 +134,27 @@ def attention_bias(mask_BxL, segment_ids_BxL=None):
   return jnp.where(allowed_BxLxL, 0.0, -1e9).astype(jnp.float32)[:, None]
 
 
-# Attention scores a CPU keeps in cache at once (see `attention_chunk`).
+# Inference on CPU: a batch whose attention scores exceed _ATTENTION_WHOLE_BYTES is split into chunks of at
+# most _ATTENTION_CHUNK_BYTES of scores (see `attention_chunk`).
+_ATTENTION_WHOLE_BYTES = 32 << 20
 _ATTENTION_CHUNK_BYTES = 8 << 20
 
 
 def attention_chunk(batch: int, heads: int, queries: int, keys: int, devices: int = 1) -> int:
-  """Examples per device whose attention is computed together: all of them on accelerators; on CPU the
-  largest divisor of the per-device batch whose fp32 scores [chunk, heads, queries, keys] fit in
-  `_ATTENTION_CHUNK_BYTES`. XLA runs each op of the softmax over the whole tensor, so with 64 x 12 x 256 x
-  256 scores (192 MiB) every pass goes to memory. Chunked, MiniLM attention at length 256 runs in ~0.6x the
-  time for inference, and fwd + bwd at batch 128 x length 128 in ~0.6x (benchmarks/README.md). The math per
-  example is unchanged: same embeddings, same dropout masks (`hashed_dropout`)."""
+  """Examples per device whose attention is computed together at inference: all of them on accelerators
+  and for small scores; on CPU, when a device's fp32 scores [batch / devices, heads, queries, keys] exceed
+  `_ATTENTION_WHOLE_BYTES`, the largest divisor of its batch whose scores fit in `_ATTENTION_CHUNK_BYTES`.
+
+  XLA runs each op of the softmax over the whole tensor, so with 64 x 12 x 256 x 256 scores (192 MiB) every
+  pass goes to memory; 2 examples at a time stay in cache. MiniLM inference, batch 64, 2-core CPU: length
+  256 3.3 s chunked vs 4.6 s whole, length 128 1.7 vs 1.8 s; at 64 and 32 tokens the whole batch is
+  faster. Training keeps the whole batch (fwd + bwd at 128 x 128 took 15.6 s in chunks of 4 vs 14.8 s).
+  """
   per_device = batch // devices if batch % devices == 0 else batch
-  if jax.default_backend() != "cpu":
+  per_example = heads * queries * keys * 4
+  if jax.default_backend() != "cpu" or per_device * per_example <= _ATTENTION_WHOLE_BYTES:
     return per_device
-  fits = max(1, _ATTENTION_CHUNK_BYTES // (heads * queries * keys * 4))
-  if fits >= per_device:
-    return per_device
+  fits = max(1, _ATTENTION_CHUNK_BYTES // per_example)
   return max(d for d in range(1, fits + 1) if per_device % d == 0)
 
 
@@ -188,26 +178,22 @@ class BertLayer(nn.Module):
     k_BxNxLxH = split_heads(_dense(cfg.hidden_size, cfg, self.dtype, "key")(x_BxLxD))
     v_BxNxLxH = split_heads(_dense(cfg.hidden_size, cfg, self.dtype, "value")(x_BxLxD))
 
-    rate = cfg.attention_probs_dropout_prob
-    dropout = Dropout(rate)
-    seed = None if deterministic or rate == 0.0 else dropout.seed()
-
-    def attend(q_BxNxLxH, k_BxNxLxH, v_BxNxLxH, bias_Bx1xQxL, rows_B=None):
+    def attend(q_BxNxLxH, k_BxNxLxH, v_BxNxLxH, bias_Bx1xQxL, dropout=None):
       logits_BxNxLxL = jnp.matmul(q_BxNxLxH, k_BxNxLxH.swapaxes(-1, -2)).astype(jnp.float32)
       probs = jax.nn.softmax(logits_BxNxLxL / jnp.sqrt(jnp.float32(head_dim)) + bias_Bx1xQxL, axis=-1)
-      probs = probs.astype(self.dtype)
-      if seed is not None:
-        probs = hashed_dropout(probs, seed, rate, rows_B)
+      probs = probs.astype(self.dtype) if dropout is None else dropout(probs.astype(self.dtype))
       return jnp.matmul(probs, v_BxNxLxH)
 
-    # On CPU, `chunk` examples per device at a time, so that their L x L scores stay in cache. Device d's
-    # examples are rows d * per_device ..., so each step takes `chunk` of every device's rows: the mapped
-    # axis is never the sharded one.
+    # Inference on CPU: `chunk` examples per device at a time (`attention_chunk`). Device d holds rows
+    # d * per_device ..., so each step takes `chunk` rows of every device: the mapped axis is never the
+    # sharded one.
     devices = jax.device_count() if batch % jax.device_count() == 0 else 1
     per_device = batch // devices
-    chunk = attention_chunk(batch, heads, length, length, devices)
+    chunk = attention_chunk(batch, heads, length, length, devices) if deterministic else per_device
     if chunk >= per_device or bias_Bx1xQxL.shape[0] != batch:
-      ctx_BxNxLxH = attend(q_BxNxLxH, k_BxNxLxH, v_BxNxLxH, bias_Bx1xQxL)
+      dropout = Dropout(cfg.attention_probs_dropout_prob)
+      ctx_BxNxLxH = attend(q_BxNxLxH, k_BxNxLxH, v_BxNxLxH, bias_Bx1xQxL,
+                           lambda p: dropout(p, deterministic=deterministic))
     else:
       steps = per_device // chunk
 
@@ -215,9 +201,8 @@ class BertLayer(nn.Module):
         y = y.reshape(devices, steps, chunk, *y.shape[1:]).swapaxes(0, 1)
         return y.reshape(steps, devices * chunk, *y.shape[3:])
 
-      rows = split(jnp.arange(batch, dtype=jnp.uint32))
       ctx = jax.lax.map(lambda args: attend(*args),
-                        (split(q_BxNxLxH), split(k_BxNxLxH), split(v_BxNxLxH), split(bias_Bx1xQxL), rows))
+                        (split(q_BxNxLxH), split(k_BxNxLxH), split(v_BxNxLxH), split(bias_Bx1xQxL)))
       ctx_BxNxLxH = ctx.reshape(steps, devices, chunk, *ctx.shape[2:]).swapaxes(0, 1).reshape(
           batch, *ctx.shape[2:])
     ctx_BxLxD = ctx_BxNxLxH.transpose(0, 2, 1, 3).reshape(batch, length, cfg.hidden_size)
