@@ -1,5 +1,5 @@
 """Cross-encoder training on the shared loop: pairs joined on device as the tokenizer joins them, each ce_*
-objective against a numpy reference, and 8 devices == 1 (pjit + GradCache)."""
+objective against a numpy reference, and 8 devices == 1 (pjit + GradCache, and pmap)."""
 
 import jax
 import numpy as np
@@ -109,7 +109,7 @@ def ce_single_device():
 
 def test_eight_devices_equal_one(ce_single_device):
   """pjit + GradCache (one example's pairs per chunk: the logits are cached and replayed); the family's code
-  is the same under pmap (steps.py's strategies are tested with the bi-encoder)."""
+  is also run under pmap below."""
   run = run_steps(ce_config(**{"grad_cache.chunk_size": 1}), NDEV, num_steps=2)
   loss, metrics, grads = run["grads"]
   ref_loss, ref_metrics, ref_grads = ce_single_device["grads"]
@@ -125,3 +125,15 @@ def test_eight_devices_equal_one(ce_single_device):
   assert max_abs_diff(run["params"], ce_single_device["params"]) <= TOL
   init = families.make_family(ce_config()).init_params(jax.random.split(jax.random.PRNGKey(0))[0])
   assert max_abs_diff(run["params"]["encoder"]["classifier"], jax.device_get(init["encoder"]["classifier"])) > 1e-3
+
+
+def test_eight_devices_under_pmap_equal_one(ce_single_device):
+  """The same steps with parallel.strategy=pmap (the step replicated by pmap, logits all-gathered with lax)."""
+  run = run_steps(ce_config(**{"parallel.strategy": "pmap"}), NDEV, num_steps=2)
+  loss, metrics, grads = run["grads"]
+  ref_loss, ref_metrics, ref_grads = ce_single_device["grads"]
+  np.testing.assert_allclose(loss, ref_loss, atol=TOL)
+  for name in ref_metrics:
+    np.testing.assert_allclose(metrics[name], ref_metrics[name], atol=TOL, err_msg=name)
+  assert max_abs_diff(grads, ref_grads) <= TOL
+  assert max_abs_diff(run["params"], ce_single_device["params"]) <= TOL
