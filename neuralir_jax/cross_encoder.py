@@ -91,7 +91,14 @@ class CrossEncoder:
     self._single_tok = tokenizers.Tokenizer.from_file(os.path.join(tokenizer.path, "tokenizer.json"))
     self._single_tok.no_padding()
     self._single_tok.no_truncation()
-    self._fn = jax.jit(lambda p, ids, mask, types: logits(config, p, ids, mask, types, dtype=dtype))
+    devices = len(self.devices)
+
+    def rows_logits(p, ids_BxL, mask_BxL, types_BxL):  # A few rows at a time on CPU (inference_chunk).
+      chunk = model_lib.inference_chunk(ids_BxL.shape[0], ids_BxL.shape[1], devices)
+      return model_lib.map_row_chunks(lambda *rows: logits(config, p, *rows, dtype=dtype),
+                                      (ids_BxL, mask_BxL, types_BxL), chunk, devices)
+
+    self._fn = jax.jit(rows_logits)
 
   def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
     """(ids, token type ids) of each pair, truncated longest-first to max_length."""

@@ -159,14 +159,20 @@ class Encoder:
       config = dataclasses.replace(self.config, normalize=normalize)
       module = model_lib.SentenceEncoder(config, dtype=self.dtype)
 
-      def embed(params, *rows_BxL):
-        self.num_traces += 1  # Runs at trace time only.
+      def embed_rows(params, *rows_BxL):
         if num_slots is None:
           emb = module.apply({"params": params}, *rows_BxL)
         else:
           emb = module.apply({"params": params}, *rows_BxL, num_slots, method="packed")
         emb = emb[..., :truncate_dim]
         return model_lib.l2_normalize(emb) if normalize_truncated else emb
+
+      def embed(params, *rows_BxL):
+        self.num_traces += 1  # Runs at trace time only.
+        batch, length = rows_BxL[0].shape
+        chunk = model_lib.inference_chunk(batch, length, len(self.devices))
+        return model_lib.map_row_chunks(lambda *rows: embed_rows(params, *rows), rows_BxL, chunk,
+                                        len(self.devices))
 
       inputs = 2 if num_slots is None else 3
       self._embed_fns[key] = jax.jit(embed, in_shardings=(self._replicated,) + (self._sharded,) * inputs,

@@ -125,6 +125,20 @@ def test_compiles_a_handful_of_shapes(minilm_path, packing):
   assert enc.num_traces == traces  # Same texts in another order: nothing new to compile.
 
 
+@pytest.mark.parametrize("packing", [False, True])
+def test_inference_in_row_chunks_equals_whole_batch(minilm_path, monkeypatch, packing):
+  """On CPU the forward runs `inference_chunk` rows of every device at a time (lax.map over the rows of all
+  8 devices): each text's embedding stays where it was."""
+  rng = np.random.default_rng(1)
+  words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+  texts = [" ".join(rng.choice(words, size=rng.integers(0, 29))) for _ in range(120)]
+  whole = _small_encoder(minilm_path, packing=packing).encode(texts, batch_size=16)
+  monkeypatch.setattr(model_lib, "_INFERENCE_CHUNK_TOKENS", 1)  # One row per device per step.
+  assert model_lib.inference_chunk(16, 64, jax.device_count()) == 1 < 16 // jax.device_count()
+  chunked = _small_encoder(minilm_path, packing=packing).encode(texts, batch_size=16)  # A new jit.
+  np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)
+
+
 def test_all_devices_equal_one_device(encoder, ours):
   assert len(encoder.devices) == len(jax.local_devices())
   one = encoder_lib.Encoder(encoder.config, encoder.params, encoder.tokenizer,

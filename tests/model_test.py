@@ -1,5 +1,6 @@
-"""The hashed dropout (right keep rate, unbiased, independent across seeds, deterministic per seed) and
-CPU inference attention computed in chunks of the batch (same hidden states)."""
+"""The hashed dropout (right keep rate, unbiased, independent across seeds, deterministic per seed), CPU
+inference attention computed in chunks of the batch (same hidden states), inference row chunks' sizes, and
+LayerNorm (row means as matrix-vector products on CPU) == flax's nn.LayerNorm."""
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +45,38 @@ def test_attention_chunk_sizes():
   assert model_lib.attention_chunk(96, 12, 128, 128) == 8
   assert model_lib.attention_chunk(768, 12, 128, 128, devices=8) == 8  # Per device: 96 rows.
   assert model_lib.attention_chunk(96, 12, 128, 128, devices=8) == 12  # 9 MiB per device: whole.
+
+
+def test_inference_chunk_sizes():
+  # At most _INFERENCE_CHUNK_TOKENS (1,024) tokens per device: the largest divisor of its rows that fits.
+  assert model_lib.inference_chunk(64, 256) == 4
+  assert model_lib.inference_chunk(64, 32) == 32
+  assert model_lib.inference_chunk(64, 8) == 64  # 512 tokens: all rows at once.
+  assert model_lib.inference_chunk(11, 256) == 1  # 11 is prime: one row at a time.
+  assert model_lib.inference_chunk(12, 512) == 2
+  assert model_lib.inference_chunk(4, 2048) == 1  # A row longer than the budget: still one row.
+  assert model_lib.inference_chunk(512, 128, devices=8) == 8  # Per device: 64 rows.
+
+
+def test_layer_norm_equals_flax():
+  """Same params (names, shapes, init) and values as nn.LayerNorm, also for rows far from zero mean."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((3, 5, 384)) * 4 + rng.standard_normal((3, 5, 1)) * 50, jnp.float32)
+  ours, flax = model_lib.LayerNorm(1e-12), model_lib.nn.LayerNorm(epsilon=1e-12)
+  ours_params, flax_params = ours.init(jax.random.key(0), x), flax.init(jax.random.key(0), x)
+  assert jax.tree.map(np.shape, ours_params) == jax.tree.map(np.shape, flax_params)
+  np.testing.assert_array_equal(ours_params["params"]["scale"], flax_params["params"]["scale"])
+  params = {"params": {"scale": jnp.asarray(rng.standard_normal(384), jnp.float32),
+                       "bias": jnp.asarray(rng.standard_normal(384), jnp.float32)}}
+  x64, scale, bias = (np.asarray(a, np.float64) for a in (x, params["params"]["scale"], params["params"]["bias"]))
+  centered = x64 - x64.mean(-1, keepdims=True)
+  want = centered / np.sqrt((centered**2).mean(-1, keepdims=True) + 1e-12) * scale + bias
+  ours_error = np.abs(np.asarray(ours.apply(params, x)) - want).max()
+  flax_error = np.abs(np.asarray(flax.apply(params, x)) - want).max()
+  # Centred (two-pass) variance: closer to float64 than flax's E[x^2] - E[x]^2 for rows at mean ~50.
+  assert ours_error <= 5e-6 and ours_error <= flax_error, (ours_error, flax_error)
+  bf16 = model_lib.LayerNorm(1e-12, jnp.bfloat16).apply(params, x)
+  assert bf16.dtype == jnp.bfloat16
 
 
 @pytest.mark.parametrize("packed", [False, True])

@@ -179,8 +179,8 @@ def test_eight_devices_equal_one(single_device, strategy, fsdp, implementation):
     assert min(abs(float(g)) for g in jax.tree.leaves(grads["sigmoid"])) > 1e-4  # Scale and bias learn.
   for got, ref in zip(run["metrics"], single_device["metrics"]):
     assert set(got) == set(ref) >= {"loss", "grad_norm", "lr"}
-    for name in ref:
-      np.testing.assert_allclose(got[name], ref[name], atol=TOL, err_msg=name)
+    for name in ref:  # grad_norm ~28: a float32 sum of squares in another order differs by ~1 ulp of it.
+      np.testing.assert_allclose(got[name], ref[name], rtol=1e-6, atol=TOL, err_msg=name)
   assert max_abs_diff(run["params"], single_device["params"]) <= TOL
   # Learning happened: params moved by more than the tolerance.
   assert max_abs_diff(run["params"]["heads"], jax.device_get(
