@@ -69,6 +69,8 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--threads", type=int, default=os.cpu_count(), help="Threads for both sides.")
   parser.add_argument("--limit", type=int, default=None, help="Encode the first N texts only.")
+  parser.add_argument("--every", type=int, default=1,
+                      help="Encode every K-th text only (a sample with the inputs' length distribution).")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="Compute precision of both sides: bfloat16 is JAX bf16 vs torch.autocast(bfloat16).")
   parser.add_argument("--skip-packed", action="store_true", help="Time only padded JAX and sentence-transformers.")
@@ -103,7 +105,7 @@ def main() -> None:
   torch.set_num_threads(args.threads)
   model_dir = args.model or _default_model()
   input_paths = args.input or [_default_input()]
-  texts = [t for path in input_paths for t in read_texts(path)][:args.limit]
+  texts = [t for path in input_paths for t in read_texts(path)][::args.every][:args.limit]
   input_path = " + ".join(input_paths)
   dtype = jnp.dtype(args.dtype)
   padded = neuralir_jax.load_encoder(model_dir, dtype=dtype, packing=False)
