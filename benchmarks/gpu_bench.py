@@ -44,6 +44,8 @@ class Log:
 
   def __init__(self):
     out = os.environ.get("OUT")
+    if out:
+      os.makedirs(out, exist_ok=True)
     self.file = open(os.path.join(out, "gpu_check.txt"), "a") if out else None
 
   def __call__(self, *parts: Any) -> None:
