@@ -176,13 +176,8 @@ class MultiVectorEncoder:
     self.config = config
     self.params = jax.device_put(params)
     self.tokenizer = tokenizer
-
-    def rows_vectors(p, ids_BxL, mask_BxL):  # A few rows at a time on CPU (inference_chunk).
-      chunk = model_lib.inference_chunk(*ids_BxL.shape)
-      return model_lib.map_row_chunks(lambda *rows: token_vectors(config, p, *rows, dtype), (ids_BxL, mask_BxL),
-                                      chunk)
-
-    self._fn = jax.jit(rows_vectors)
+    self._fn = jax.jit(lambda p, *rows_BxL: model_lib.map_inference_rows(  # A few rows at a time on CPU.
+        lambda *rows: token_vectors(config, p, *rows, dtype), rows_BxL))
 
   def _inputs(self, texts: Sequence[str], task: str) -> list[tuple[list[int], list[int], list[bool]]]:
     """(ids, encoder attention, scoring mask) of each text."""

@@ -92,13 +92,8 @@ class CrossEncoder:
     self._single_tok.no_padding()
     self._single_tok.no_truncation()
     devices = len(self.devices)
-
-    def rows_logits(p, ids_BxL, mask_BxL, types_BxL):  # A few rows at a time on CPU (inference_chunk).
-      chunk = model_lib.inference_chunk(ids_BxL.shape[0], ids_BxL.shape[1], devices)
-      return model_lib.map_row_chunks(lambda *rows: logits(config, p, *rows, dtype=dtype),
-                                      (ids_BxL, mask_BxL, types_BxL), chunk, devices)
-
-    self._fn = jax.jit(rows_logits)
+    self._fn = jax.jit(lambda p, *rows_BxL: model_lib.map_inference_rows(  # A few rows at a time on CPU.
+        lambda *rows: logits(config, p, *rows, dtype=dtype), rows_BxL, devices))
 
   def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
     """(ids, token type ids) of each pair, truncated longest-first to max_length."""

@@ -169,10 +169,7 @@ class Encoder:
 
       def embed(params, *rows_BxL):
         self.num_traces += 1  # Runs at trace time only.
-        batch, length = rows_BxL[0].shape
-        chunk = model_lib.inference_chunk(batch, length, len(self.devices))
-        return model_lib.map_row_chunks(lambda *rows: embed_rows(params, *rows), rows_BxL, chunk,
-                                        len(self.devices))
+        return model_lib.map_inference_rows(lambda *rows: embed_rows(params, *rows), rows_BxL, len(self.devices))
 
       inputs = 2 if num_slots is None else 3
       self._embed_fns[key] = jax.jit(embed, in_shardings=(self._replicated,) + (self._sharded,) * inputs,

@@ -224,6 +224,12 @@ def inference_chunk(batch: int, length: int, devices: int = 1) -> int:
   return max(d for d in range(1, min(fits, per_device) + 1) if per_device % d == 0)
 
 
+def map_inference_rows(fn: Callable[..., Any], rows: Sequence[jax.Array], devices: int = 1) -> Any:
+  """fn(*rows) of an inference forward over [B, L, ...] rows, `inference_chunk` rows per device at a time."""
+  batch, length = rows[0].shape[:2]
+  return map_row_chunks(fn, rows, inference_chunk(batch, length, devices), devices)
+
+
 class BertLayer(nn.Module):
   """One post-LN transformer layer: attention -> add & norm -> GELU MLP -> add & norm."""
   config: BertConfig

@@ -128,7 +128,7 @@ def test_eight_devices_equal_one(ce_single_device):
 
 
 def test_eight_devices_under_pmap_equal_one(ce_single_device):
-  """The same steps with parallel.strategy=pmap (the step replicated by pmap, logits all-gathered with lax)."""
+  """The same steps with parallel.strategy=pmap (per-device losses and grads pmean'ed across devices)."""
   run = run_steps(ce_config(**{"parallel.strategy": "pmap"}), NDEV, num_steps=2)
   loss, metrics, grads = run["grads"]
   ref_loss, ref_metrics, ref_grads = ce_single_device["grads"]
