@@ -13,6 +13,8 @@ machine).
       --input data/retrieval/scifact/queries.jsonl --skip-packed --repeats 1 --warmup-stride 10
   # bf16: JAX bfloat16 compute vs sentence-transformers under torch.autocast(bfloat16):
   .venv/bin/python benchmarks/encode_throughput.py --dtype bfloat16
+  # On a GPU machine: JAX on the GPU vs sentence-transformers on CUDA (benchmarks/gpu_check.sh runs this):
+  python3 benchmarks/encode_throughput.py --device gpu --model DIR --batch_size 256 --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def _parse() -> argparse.Namespace:
                       help="Encode every K-th text only (a sample with the inputs' length distribution).")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="Compute precision of both sides: bfloat16 is JAX bf16 vs torch.autocast(bfloat16).")
+  parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
+                      help="Where both sides run: JAX_PLATFORMS=cpu and torch on cpu, or JAX on CUDA and torch "
+                           "on cuda.")
   parser.add_argument("--skip-packed", action="store_true", help="Time only padded JAX and sentence-transformers.")
   parser.add_argument("--warmup-stride", type=int, default=1,
                       help="Warm up on every K-th text (K > 1: shorter warm-up for a large input; it still "
@@ -93,6 +98,9 @@ def main() -> None:
   # Same thread budget on both sides: XLA's CPU client and PyTorch's intra-op pool.
   flags = f" --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={args.threads}"
   os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + flags
+  os.environ.setdefault("JAX_PLATFORMS", "cpu" if args.device == "cpu" else "cuda")
+  if args.device == "gpu":  # JAX and PyTorch share the GPU: JAX takes memory as it needs it, not 75% up front.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -110,11 +118,14 @@ def main() -> None:
   dtype = jnp.dtype(args.dtype)
   padded = neuralir_jax.load_encoder(model_dir, dtype=dtype, packing=False)
   packed = None if args.skip_packed else neuralir_jax.load_encoder(model_dir, dtype=dtype, packing=True)
-  theirs = SentenceTransformer(model_dir, device="cpu")
+  torch_device = "cuda" if args.device == "gpu" else "cpu"
+  if args.device == "gpu":  # fp32 matmuls in TF32 on both sides: JAX's default precision on GPUs, not torch's.
+    torch.set_float32_matmul_precision("high")
+  theirs = SentenceTransformer(model_dir, device=torch_device)
   autocast = args.dtype == "bfloat16"
 
-  def run_theirs(subset):
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+  def run_theirs(subset):  # convert_to_numpy: the timed call ends with the embeddings on the host (as ours).
+    with torch.inference_mode(), torch.autocast(torch_device, dtype=torch.bfloat16, enabled=autocast):
       return theirs.encode(subset, batch_size=args.batch_size, convert_to_numpy=True)
 
   sides = {"neuralir_jax padded": lambda subset: padded.encode(subset, batch_size=args.batch_size)}
@@ -136,7 +147,8 @@ def main() -> None:
         f"sentence-transformers pads to {exact} (batches of length-sorted texts)")
   print(f"model: {model_dir}")
   print(f"input: {input_path} ({n} texts), batch_size={args.batch_size}, threads={args.threads}, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, {args.dtype}"
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}, torch {torch.__version__} on {torch_device}, "
+        f"{args.dtype}{' (matmuls in TF32 on both sides)' if args.device == 'gpu' and not autocast else ''}"
         f"{' (torch.autocast)' if autocast else ''}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '').strip()}")
   print(f"warm-up on {len(warmup)} texts (JAX compiles {padded.num_traces} padded shapes): "
         + ", ".join(f"{name} {t:.2f}s" for name, t in warm.items()))

@@ -76,7 +76,14 @@ def _parse() -> argparse.Namespace:
                       help="Device memory to fit in (0: the device's bytes_limit; required on CPU).")
   parser.add_argument("--encode-batch", type=int, default=1024, help="Sentences per encode call.")
   parser.add_argument("--encode-calls", type=int, default=20, help="Timed encode calls.")
+  parser.add_argument("--sections", default="train,packing,encode,large",
+                      help="Comma-separated parts to run: train, packing (at most train's batch; without train at "
+                           "--packing-batch), encode, large.")
   args = parser.parse_args()
+  args.sections = set(args.sections.split(","))
+  unknown = args.sections - {"train", "packing", "encode", "large"}
+  if unknown:
+    parser.error(f"--sections: unknown {sorted(unknown)}; use train, packing, encode, large")
   if args.smoke:
     args.batches, args.seq_len, args.steps = "64,16", 16, 2
     args.encode_batch, args.encode_calls, args.packing_batch = 16, 2, 16
@@ -199,20 +206,24 @@ def bench_packing(args, batch_size: int, log: Log) -> None:
   import numpy as np
   from neuralir_jax import flops
   config = make_config(args, batch_size)
+  tic = time.perf_counter()
   padded, packed, (real, padded_positions, packed_positions) = variable_length_batches(
       np.random.default_rng(2), batch_size, args.seq_len, config.model.bert.vocab_size, jax.device_count())
-  results = {"padded": _time_train(config, padded, args.steps), "packed": _time_train(config, packed, args.steps)}
+  log(f"packing: 2 batches of {batch_size} pairs built and packed into {packed[0]['packed_tokens'].shape[0]} and "
+      f"{packed[1]['packed_tokens'].shape[0]} rows in {time.perf_counter() - tic:.1f}s")
   lengths = np.concatenate([b[f"{c}_mask"].sum(-1) for b in padded for c in ("anchor", "positive")])
   step_flops = (flops.encoder_flops(config_bert(config), lengths) / len(padded)
                 + flops.contrastive_flops_per_step(batch_size, batch_size, config.model.bert.hidden_size))
   peak = flops.peak_flops_per_device(jax.devices()[0], cpu_peak=config.cpu_peak_flops)
-  for name, positions in (("padded", padded_positions), ("packed", packed_positions)):
-    r = results[name]
+  results = {}
+  for name, batches, positions in (("padded", padded, padded_positions), ("packed", packed, packed_positions)):
+    r = results[name] = _time_train(config, batches, args.steps)  # Each logged when done: a time limit keeps it.
     mfu = flops.mfu(step_flops, r["seconds"], r["devices"], peak)
     log(f"packing: {name}, global batch {batch_size} pairs of 3..{args.seq_len} tokens (mean "
         f"{real / len(lengths):.1f}), padding {1 - real / positions:.3f}: {r['seconds'] * 1e3:.1f} ms/step, "
         f"{batch_size / r['seconds']:,.0f} examples/s, {real / len(padded) / r['seconds']:,.0f} real tokens/s, "
-        f"MFU (real tokens) {'n/a' if mfu is None else f'{mfu * 100:.1f}%'}; loss {r['loss0']:.4f} -> {r['loss']:.4f}")
+        f"MFU (real tokens) {'n/a' if mfu is None else f'{mfu * 100:.1f}%'}; loss {r['loss0']:.4f} -> {r['loss']:.4f}"
+        f"; first 2 steps (compile) {r['warm_s']:.1f}s")
   log(f"packing: packed / padded examples/s {results['padded']['seconds'] / results['packed']['seconds']:.2f}x")
 
 
@@ -360,20 +371,26 @@ def main() -> None:
   dev = jax.devices()[0]
   log(f"gpu_bench {time.strftime('%Y-%m-%d %H:%M:%S')}: jax {jax.__version__}, {jax.device_count()} x "
       f"{dev.device_kind} ({dev.platform}){' [smoke: tiny model]' if args.smoke else ''}")
-  result = None
-  for batch_size in (int(b) for b in args.batches.split(",")):
-    if batch_size % jax.device_count():
-      continue
-    result = try_batch(args, batch_size, log)
-    if result is not None:
-      break
-  if result is None:
-    log(f"train: no global batch in {args.batches} fits; rerun with --remat or smaller --batches")
-  else:
-    report_train(result, args, log)
-    bench_packing(args, min(result["batch_size"], args.packing_batch), log)
-  bench_encode(args, log)
-  bench_large_batch(args, log)
+  if "packing" in args.sections and "train" not in args.sections:  # At --packing-batch, no search for the largest.
+    bench_packing(args, args.packing_batch, log)
+  if "train" in args.sections:
+    result = None
+    for batch_size in (int(b) for b in args.batches.split(",")):
+      if batch_size % jax.device_count():
+        continue
+      result = try_batch(args, batch_size, log)
+      if result is not None:
+        break
+    if result is None:
+      log(f"train: no global batch in {args.batches} fits; rerun with --remat or smaller --batches")
+    else:
+      report_train(result, args, log)
+      if "packing" in args.sections:
+        bench_packing(args, min(result["batch_size"], args.packing_batch), log)
+  if "encode" in args.sections:
+    bench_encode(args, log)
+  if "large" in args.sections:
+    bench_large_batch(args, log)
 
 
 if __name__ == "__main__":

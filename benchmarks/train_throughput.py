@@ -26,6 +26,9 @@ config.cpu_peak_flops; the padding fraction is that of the token positions each 
   .venv/bin/python benchmarks/train_throughput.py                        # packed, batch 32, 64 tokens
   .venv/bin/python benchmarks/train_throughput.py --input buckets        # the padded path, same data
   .venv/bin/python benchmarks/train_throughput.py --dtype bfloat16
+  # On a GPU machine (benchmarks/gpu_check.sh): JAX on the GPU vs sentence-transformers on CUDA, MFU against
+  # the chip's bf16 peak (flops.peak_flops_per_device):
+  python3 benchmarks/train_throughput.py --device gpu --model DIR --batch-size 256 --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -58,11 +61,14 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="Compute dtype of both sides (ST: torch.autocast).")
   parser.add_argument("--xla-flags", default="", help="Extra XLA_FLAGS for the JAX side.")
+  parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
+                      help="Where both sides train: JAX_PLATFORMS=cpu and torch on cpu, or JAX on CUDA and torch "
+                           "on cuda (the host side, tokenising and packing, stays on the CPU for both).")
   parser.add_argument("--no-torch", action="store_true", help="Time only neuralir_jax (profiling).")
   return parser.parse_args()
 
 
-def _setup_threads(threads: int, xla_flags: str) -> None:
+def _setup_threads(threads: int, xla_flags: str, device: str) -> None:
   """Must run before jax/torch are imported: pins XLA's and PyTorch's thread pools to `threads` cores."""
   cores = sorted(os.sched_getaffinity(0))
   if threads < len(cores):  # XLA sizes its pool from the affinity mask; shrink the mask for both sides.
@@ -70,7 +76,9 @@ def _setup_threads(threads: int, xla_flags: str) -> None:
   os.environ["XLA_FLAGS"] = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), xla_flags) if f)
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  os.environ.setdefault("JAX_PLATFORMS", "cpu" if device == "cpu" else "cuda")
+  if device == "gpu":  # JAX and PyTorch share the GPU: JAX takes memory as it needs it, not 75% up front.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def make_config(args: argparse.Namespace, num_steps: int):
@@ -141,6 +149,7 @@ class JaxSide:
     shapes = {}
     for batch in itertools.islice(self.fresh_iterator(), num_batches):
       shapes.setdefault(tuple(sorted((k, v.shape) for k, v in batch.items())), batch)
+    print(f"warm-up: compiling the train step for {len(shapes)} batch shapes", flush=True)
     for batch in shapes.values():
       self.state, self.metrics = self.step_fn(self.state, batch)
     self.sync()
@@ -174,22 +183,28 @@ class JaxSide:
 class TorchSide:
   """sentence-transformers MNRL training on the same model: forward, backward, clip, AdamW, schedule."""
 
-  def __init__(self, model_dir: str, config, threads: int, batches: list[dict], dtype: str):
+  def __init__(self, model_dir: str, config, threads: int, batches: list[dict], dtype: str, device: str):
     import contextlib
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    try:
+      from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    except ImportError:  # sentence-transformers < 6.2 (the GPU machine's 6.0).
+      from sentence_transformers.losses import MultipleNegativesRankingLoss
     from transformers import get_linear_schedule_with_warmup
     from neuralir_jax import optimizer as opt_lib
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     self.torch = torch
-    self.model = SentenceTransformer(model_dir, device="cpu")
+    device = "cuda" if device == "gpu" else "cpu"
+    if device == "cuda":  # fp32 matmuls in TF32 on both sides: JAX's default precision on GPUs, not torch's.
+      torch.set_float32_matmul_precision("high")
+    self.model = SentenceTransformer(model_dir, device=device)
     self.model.max_seq_length = config.data.max_length
     self.model.train()
     self.batches, self.next = batches, 0
     self.real = self.positions = 0
-    self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bfloat16" else (
+    self.autocast = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if dtype == "bfloat16" else (
         contextlib.nullcontext)
     self.loss = MultipleNegativesRankingLoss(self.model, scale=1.0 / config.infonce.temperature)
     decay, no_decay = [], []
@@ -210,7 +225,8 @@ class TorchSide:
     for f in out:
       self.real += int(f["attention_mask"].sum())
       self.positions += f["attention_mask"].numel()
-    return out
+    device = self.model.device  # The ST trainer moves the tensors to the model's device.
+    return [{k: v.to(device) if isinstance(v, self.torch.Tensor) else v for k, v in f.items()} for f in out]
 
   def step(self, _) -> None:
     texts = self.batches[self.next % len(self.batches)]
@@ -247,7 +263,7 @@ def _run(side, steps: int) -> tuple[float, float, float]:
 
 def main() -> None:
   args = _parse()
-  _setup_threads(args.threads, args.xla_flags)
+  _setup_threads(args.threads, args.xla_flags, args.device)
   import jax
   sys.path.insert(0, _REPO)
   from neuralir_jax import bi_encoder, config_lib, data, flops
@@ -267,7 +283,7 @@ def main() -> None:
   sides = {"neuralir_jax": ours}
   if not args.no_torch:
     sides["sentence-transformers"] = TorchSide(config_lib.resolve_model_path(args.model), config, args.threads,
-                                               texts, args.dtype)
+                                               texts, args.dtype, args.device)
   setup_s = time.perf_counter() - tic
 
   print(f"model {args.model}: {config.model.bert.num_hidden_layers} layers x {config.model.bert.hidden_size}, "
@@ -305,13 +321,18 @@ def main() -> None:
   bert = ours.family.encoder_config.bert
   step_flops = (flops.encoder_flops(bert, lengths) / timed_steps
                 + flops.train_flops_per_step(bert, [], args.batch_size, 2 * args.batch_size))
-  peak = config.cpu_peak_flops * min(args.threads, os.cpu_count()) / os.cpu_count()  # The host's peak: all cores.
+  if args.device == "gpu":
+    peak = flops.peak_flops_per_device(jax.devices()[0])
+  else:
+    peak = config.cpu_peak_flops * min(args.threads, os.cpu_count()) / os.cpu_count()  # The host's: all cores.
   padding = {"neuralir_jax": 1 - ours.meter.tokens / max(ours.meter.positions, 1)}
   if "sentence-transformers" in sides:
     st = sides["sentence-transformers"]
     padding["sentence-transformers"] = 1 - st.real / max(st.positions, 1)
-  print(f"model FLOPs per step (real tokens) {step_flops / 1e9:.1f} GFLOP; CPU peak {peak / 1e9:.0f} GFLOP/s "
-        "(config.cpu_peak_flops); padding fraction of the positions computed: "
+  print(f"model FLOPs per step (real tokens) {step_flops / 1e9:.1f} GFLOP; "
+        f"peak {(peak or 0) / 1e9:,.0f} GFLOP/s "
+        f"({'the chip, bf16' if args.device == 'gpu' else 'config.cpu_peak_flops'}); "
+        "padding fraction of the positions computed: "
         + ", ".join(f"{k} {v:.3f}" for k, v in padding.items()))
   for label, pick in (("median", statistics.median), ("best", min)):
     rates = {}
@@ -319,7 +340,7 @@ def main() -> None:
       step_s = pick(walls) / args.steps
       rates[name] = args.batch_size / step_s
       print(f"{label} of {args.rounds}: {name:22s} {rates[name]:7.1f} examples/s, {step_s * 1e3:7.1f} ms/step, "
-            f"MFU {step_flops / step_s / peak * 100:5.1f}%, cpu {sum(cpus) / sum(walls):.2f} cores")
+            f"MFU {step_flops / step_s / (peak or float('nan')) * 100:5.1f}%, cpu {sum(cpus) / sum(walls):.2f} cores")
     if len(rates) == 2:
       print(f"{label} ratio neuralir_jax / sentence-transformers: "
             f"{rates['neuralir_jax'] / rates['sentence-transformers']:.2f}x")
