@@ -4,7 +4,9 @@
 #   bash benchmarks/scifact_rerank.sh [OUT] [TOP_K]     # defaults: workdirs/scifact_rerank, 30
 #
 # 1. the fine-tuned bi-encoder (configs/scifact.py) and the monoBERT re-ranker (configs/cross_encoder_scifact.py),
-#    each trained unless OUT already holds it;
+#    each trained unless OUT already holds it; the re-ranker's body starts from the fine-tuned bi-encoder
+#    (exported to OUT/bi_export; chosen on dev20, README "Re-rank and distil"), or from the packaged MiniLM
+#    with NEURALIR_CE_INIT=minilm;
 # 2. dev20: bi-encoder top TOP_K -> monoBERT, and BM25 top TOP_K -> monoBERT, with the fusion grid
 #    (choose the weight here);
 # 3. test: the same commands, reported.
@@ -20,7 +22,13 @@ mkdir -p "$OUT"
 t0=$(date +%s)
 [ -d "$OUT/bi/checkpoints" ] || $NEURALIR train --config configs/scifact.py --workdir "$OUT/bi"
 t1=$(date +%s)
-[ -d "$OUT/ce/checkpoints" ] || $NEURALIR train --config configs/cross_encoder_scifact.py --workdir "$OUT/ce"
+CE_INIT=${NEURALIR_CE_INIT:-bi}
+if [ "$CE_INIT" = bi ]; then
+  [ -d "$OUT/bi_export" ] || $NEURALIR export --model "$OUT/bi" --output "$OUT/bi_export"
+  CE_INIT=$OUT/bi_export
+fi
+[ -d "$OUT/ce/checkpoints" ] || $NEURALIR train --config configs/cross_encoder_scifact.py --workdir "$OUT/ce" \
+  --config.model.init="$CE_INIT"
 t2=$(date +%s)
 echo "train bi-encoder $((t1 - t0)) s, cross-encoder $((t2 - t1)) s" | tee "$OUT/times.txt"
 splits="dev20"

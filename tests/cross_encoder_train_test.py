@@ -137,3 +137,22 @@ def test_eight_devices_under_pmap_equal_one(ce_single_device):
     np.testing.assert_allclose(metrics[name], ref_metrics[name], atol=TOL, err_msg=name)
   assert max_abs_diff(grads, ref_grads) <= TOL
   assert max_abs_diff(run["params"], ce_single_device["params"]) <= TOL
+
+
+def test_body_starts_from_an_exported_bi_encoder(minilm_path, tmp_path):
+  """model.init = a bi-encoder directory that neuralir exported (how benchmarks/scifact_rerank.sh starts the
+  SciFact re-ranker from the fine-tuned retriever): the body is that encoder's BERT, the classifier new."""
+  from neuralir_jax import encoder as encoder_lib
+  from neuralir_jax import model as model_lib
+  from neuralir_jax import tokenization
+  bert = model_lib.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                              max_position_embeddings=64)
+  enc_config = model_lib.EncoderConfig(bert=bert, max_seq_length=64)
+  body = model_lib.init_params(enc_config, jax.random.key(3))
+  path = str(tmp_path / "bi_export")
+  encoder_lib.Encoder(enc_config, body, tokenization.Tokenizer(minilm_path, 64)).save_pretrained(path)
+  config, _, pretrained = families.resolve_model(ce_config(**{"model.init": path}))
+  assert config.model.bert.hidden_size == 32 and config.model.bert.vocab_size == bert.vocab_size
+  params = families.make_family(config).init_params(jax.random.key(0), pretrained)["encoder"]
+  assert max_abs_diff(params["bert"], body["bert"]) == 0.0
+  assert params["classifier"]["kernel"].shape == (32, 1) and not np.any(params["classifier"]["bias"])
