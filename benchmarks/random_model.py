@@ -2,44 +2,29 @@
 
 The accelerator machine has no network and the packaged MiniLM weights (90 MB) are over what a device call
 carries, but throughput depends on the architecture only: this copies a model directory's tokenizer and
-sentence-transformers files (everything except the weights), optionally resizes the architecture to
-BERT-base, and writes seeded random weights with `transformers.BertModel`, so that both
-`neuralir_jax.load_encoder` and `SentenceTransformer` load the same model (mean pooling, as all-MiniLM-L6-v2).
+sentence-transformers files (everything except the weights) and writes seeded random weights of its
+architecture with `transformers.BertModel`, so that both `neuralir_jax.load_encoder` and `SentenceTransformer`
+load the same model (mean pooling, as all-MiniLM-L6-v2).
 
   python benchmarks/random_model.py --like .gpu_assets/minilm --output /tmp/minilm_random
-  python benchmarks/random_model.py --like .gpu_assets/minilm --size bert-base --output /tmp/bert_random
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 
-BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 
-
-def write_random_model(like: str, output: str, size: str = "same", seed: int = 0) -> str:
+def write_random_model(like: str, output: str, seed: int = 0) -> str:
   import torch
   from transformers import BertConfig, BertModel
   if not os.path.isfile(os.path.join(like, "config.json")):
     raise FileNotFoundError(f"--like {like}: no config.json; give a BERT model directory (HF or ST layout).")
   shutil.copytree(like, output, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt", "*.h5", "*.msgpack"),
                   dirs_exist_ok=True)
-  config = BertConfig.from_pretrained(like)
-  if size == "bert-base":
-    for key, value in BERT_BASE.items():
-      setattr(config, key, value)
-    pooling = os.path.join(output, "1_Pooling", "config.json")
-    if os.path.isfile(pooling):
-      with open(pooling) as f:
-        pooling_config = json.load(f)
-      pooling_config["word_embedding_dimension"] = config.hidden_size
-      with open(pooling, "w") as f:
-        json.dump(pooling_config, f, indent=2)
   torch.manual_seed(seed)
-  BertModel(config, add_pooling_layer=False).save_pretrained(output, safe_serialization=True)
+  BertModel(BertConfig.from_pretrained(like), add_pooling_layer=False).save_pretrained(output, safe_serialization=True)
   return output
 
 
@@ -47,10 +32,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--like", required=True, help="Model directory whose tokenizer and ST files are copied.")
   parser.add_argument("--output", required=True)
-  parser.add_argument("--size", default="same", choices=("same", "bert-base"))
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
-  print(f"random model: {write_random_model(args.like, args.output, args.size, args.seed)}")
+  print(f"random model: {write_random_model(args.like, args.output, args.seed)}")
 
 
 if __name__ == "__main__":
