@@ -127,9 +127,10 @@ def _is_oom(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
-def _time_train(config, batches: list[dict], steps_timed: int) -> dict:
+def _time_train(config, batches: list[dict], steps_timed: int, log=None, name: str = "") -> dict:
   """Compiles the train step on batches[0], warms up one more step, then times steps_timed steps (the
-  batches on device first: the step is timed, not transfers)."""
+  batches on device first: the step is timed, not transfers). With `log`, each phase is logged as it ends
+  (a time limit then shows where the time went)."""
   import jax
   from neuralir_jax import bi_encoder, optimizer, sharding, steps
   mesh = sharding.make_mesh()
@@ -140,9 +141,14 @@ def _time_train(config, batches: list[dict], steps_timed: int) -> dict:
   try:
     state, shardings = steps.create_train_state(family, jax.random.key(0), mesh, tx)
     step = steps.make_train_step(family, mesh, tx, shardings, schedule)
+    if log:
+      log(f"{name}: state created, compiling the step")
     tic = time.perf_counter()
-    for i in range(2):  # Compilation, then one more warm step.
+    for i in range(2):  # Compilation (of each batch shape), then one more warm step.
       state, metrics = step(state, batches[i % len(batches)])
+      if log:
+        jax.block_until_ready(metrics)
+        log(f"{name}: warm-up step {i} done at {time.perf_counter() - tic:.1f}s")
     loss0 = float(jax.device_get(metrics["loss"]))
     warm_s = time.perf_counter() - tic
     tic = time.perf_counter()
@@ -217,7 +223,7 @@ def bench_packing(args, batch_size: int, log: Log) -> None:
   peak = flops.peak_flops_per_device(jax.devices()[0], cpu_peak=config.cpu_peak_flops)
   results = {}
   for name, batches, positions in (("padded", padded, padded_positions), ("packed", packed, packed_positions)):
-    r = results[name] = _time_train(config, batches, args.steps)  # Each logged when done: a time limit keeps it.
+    r = results[name] = _time_train(config, batches, args.steps, log, f"packing: {name}")  # Logged when done.
     mfu = flops.mfu(step_flops, r["seconds"], r["devices"], peak)
     log(f"packing: {name}, global batch {batch_size} pairs of 3..{args.seq_len} tokens (mean "
         f"{real / len(lengths):.1f}), padding {1 - real / positions:.3f}: {r['seconds'] * 1e3:.1f} ms/step, "

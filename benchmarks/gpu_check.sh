@@ -9,12 +9,16 @@
 # 2. Side by side with sentence-transformers on the same GPU, on a random-init model shaped like the one in
 #    $LIKE (default .gpu_assets/minilm: all-MiniLM-L6-v2's files without its weights, see benchmarks/README.md;
 #    benchmarks/random_model.py writes the weights there): encode_throughput.py on the SciFact corpus +
-#    queries in fp32 and in bf16 (torch.autocast), and train_throughput.py (NLI triplets, MNRL) in bf16.
+#    queries in fp32 and in bf16 (torch.autocast), and train_throughput.py (NLI triplets, MNRL) in bf16
+#    (TRAIN_DTYPES="bfloat16 float32" adds fp32).
 # 3. gpu_bench.py --sections large: the largest global batch whose GradCache train step fits, tiled vs dense.
 #
 #   bash benchmarks/gpu_check.sh                    # python3 of the machine, wheels from .whl/ if needed
 #   PARTS="bench encode" bash benchmarks/gpu_check.sh; PARTS="train large" bash ...  # two calls of < 10 min
 #   PARTS=bench BENCH_SECTIONS=packing bash benchmarks/gpu_check.sh   # one part again
+#   PARTS=train TRAIN_DTYPES="bfloat16 float32" bash ...   # the train comparison in both precisions
+#   TRAIN="--batch-size 256 --steps 5 --rounds 2" TRAIN_LIMIT=150 ...   # default 10 steps x 3, 190 s
+#   BENCH_LIMIT=200 bash ... --packing-batch 256   # gpu_bench's time limit (default 240 s); arguments to it
 #   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --smoke   # checks the script on this CPU
 #
 # Packages the machine lacks (there: ml-collections, grain and grain's array-record and portpicker) are installed
@@ -79,7 +83,7 @@ for a in "$@"; do [ "$a" = --smoke ] && SMOKE=1; done
 PARTS=${PARTS:-bench encode train large}  # A rerun of some parts: e.g. PARTS="train" BENCH_SECTIONS=packing.
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 has bench && XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92} \
-  part "gpu_bench ${BENCH_SECTIONS:=train,packing,encode}" 240 - "$PYTHON" benchmarks/gpu_bench.py \
+  part "gpu_bench ${BENCH_SECTIONS:=train,packing,encode}" "${BENCH_LIMIT:-240}" - "$PYTHON" benchmarks/gpu_bench.py \
   --sections "$BENCH_SECTIONS" "$@"
 
 compare_lacking=$(missing $COMPARE_NEEDS)
@@ -94,7 +98,7 @@ else
   if [ "$SMOKE" = 1 ]; then
     ENC="--limit 96 --every 50 --repeats 1" TRAIN="--batch-size 8 --steps 1 --rounds 1 --warmup 1" BATCH=32
   else
-    ENC="--repeats 3 --warmup-stride 10" TRAIN="--batch-size 256 --steps 5 --rounds 2" BATCH=256
+    ENC="--repeats 3 --warmup-stride 10" TRAIN=${TRAIN:-"--batch-size 256 --steps 10 --rounds 3"} BATCH=256
   fi
   SCIFACT="--input data/retrieval/scifact/corpus.jsonl.gz --input data/retrieval/scifact/queries.jsonl"
   for dtype in float32 bfloat16; do
@@ -102,8 +106,11 @@ else
       "$PYTHON" benchmarks/encode_throughput.py --device $DEVICE --model "$MODEL" $SCIFACT --batch_size $BATCH \
       --dtype $dtype $ENC
   done
-  has train && part "train step, NLI triplets, bfloat16, vs sentence-transformers MNRL" 150 compare_train_bfloat16.txt \
-    "$PYTHON" benchmarks/train_throughput.py --device $DEVICE --model "$MODEL" --dtype bfloat16 $TRAIN
+  for dtype in ${TRAIN_DTYPES:-bfloat16}; do  # fp32: TF32 matmuls on both sides.
+    has train && part "train step, NLI triplets, $dtype, vs sentence-transformers MNRL" "${TRAIN_LIMIT:-190}" \
+      "compare_train_$dtype.txt" \
+      "$PYTHON" benchmarks/train_throughput.py --device $DEVICE --model "$MODEL" --dtype $dtype $TRAIN
+  done
 fi
 
 has large && XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92} \

@@ -150,9 +150,12 @@ class JaxSide:
     for batch in itertools.islice(self.fresh_iterator(), num_batches):
       shapes.setdefault(tuple(sorted((k, v.shape) for k, v in batch.items())), batch)
     print(f"warm-up: compiling the train step for {len(shapes)} batch shapes", flush=True)
-    for batch in shapes.values():
+    tic = time.perf_counter()
+    for i, batch in enumerate(shapes.values()):
       self.state, self.metrics = self.step_fn(self.state, batch)
-    self.sync()
+      self.sync()
+      print(f"warm-up: shape {i + 1} of {len(shapes)} compiled and run at {time.perf_counter() - tic:.1f}s",
+            flush=True)
     return len(shapes)
 
   def step(self, _) -> None:
