@@ -253,8 +253,8 @@ class BertLayer(nn.Module):
     def attend(q_BxNxLxH, k_BxNxLxH, v_BxNxLxH, bias_Bx1xQxL, dropout=None):
       # softmax(s) @ v as (exp(s - max) @ v) / sum(exp(s - max)): the normalisation divides the [Q, H] output
       # instead of the [Q, L] scores (one pass less over them), and the scale multiplies q instead of the
-      # scores. Dropout (linear) applies to the unnormalised weights. XLA CPU, 16 x 4 x 12 x 256^2 scores:
-      # 120 GFLOP/s vs 59 for the softmax-then-matmul form (PyTorch's SDPA 99).
+      # scores. Dropout (linear) applies to the unnormalised weights. XLA CPU, MiniLM's encode shapes
+      # (benchmarks/attention_forms.py): 95-115 GFLOP/s vs 57-67 for the softmax-then-matmul form.
       logits_BxNxLxL = jnp.matmul(q_BxNxLxH * head_dim ** -0.5, k_BxNxLxH.swapaxes(-1, -2)).astype(jnp.float32)
       logits_BxNxLxL = logits_BxNxLxL + bias_Bx1xQxL
       weights = jnp.exp(logits_BxNxLxL - jax.lax.stop_gradient(logits_BxNxLxL.max(-1, keepdims=True)))
