@@ -3,7 +3,8 @@
 MiniLM's attention at the shapes `Encoder.encode` runs on CPU (`model.inference_chunk`: 4 texts of 256 tokens
 per `lax.map` step, 12 heads of 32), 16 steps, fp32, a padding bias on the last keys:
 
-- deferred: (exp(s - max) @ v) / sum(exp(s - max)) with the scale on q (`model.BertLayer`);
+- deferred: `model.attention`, which `model.BertLayer` runs: (exp(s - max) @ v) / sum(exp(s - max)), the
+  scale on q;
 - softmax: softmax(s * scale + bias) @ v (the form before, and BERT's);
 - jax.nn.dot_product_attention (implementation="xla");
 - torch: `torch.nn.functional.scaled_dot_product_attention`, the same 16 steps, same threads.
@@ -15,7 +16,10 @@ Prints GFLOP/s of the two matmuls (4 * L^2 * H per head) and the largest differe
 
 import argparse
 import os
+import sys
 import time
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main() -> None:
@@ -32,6 +36,8 @@ def main() -> None:
   import jax.numpy as jnp
   import numpy as np
   import torch
+  sys.path.insert(0, _REPO)
+  from neuralir_jax import model
 
   torch.set_num_threads(args.threads)
   steps, rows, heads, length, head_dim = args.steps, args.rows, 12, args.length, 32
@@ -41,11 +47,6 @@ def main() -> None:
   bias[..., length - 6:] = -1e9  # A few padded keys per text.
   flops = steps * rows * heads * 4 * length * length * head_dim
   scale = head_dim ** -0.5
-
-  def deferred(q, k, v, b):
-    s = jnp.matmul(q * scale, k.swapaxes(-1, -2)) + b
-    w = jnp.exp(s - s.max(-1, keepdims=True))
-    return jnp.matmul(w, v) / w.sum(-1, keepdims=True)
 
   def softmax(q, k, v, b):
     return jnp.matmul(jax.nn.softmax(jnp.matmul(q, k.swapaxes(-1, -2)) * scale + b, axis=-1), v)
@@ -68,7 +69,7 @@ def main() -> None:
   outputs = {}
   print(f"attention, {steps} steps x {rows} texts x {heads} heads x {length}^2 scores, head dim {head_dim}, fp32, "
         f"{args.threads} threads (jax {jax.__version__}, torch {torch.__version__})")
-  for name, form in (("deferred (ours)", deferred), ("softmax", softmax), ("dot_product_attention", dpa)):
+  for name, form in (("deferred (ours)", model.attention), ("softmax", softmax), ("dot_product_attention", dpa)):
     fn = jax.jit(lambda *xs, form=form: jax.lax.map(lambda x: form(*x), xs))
     seconds = best(lambda fn=fn: fn(*inputs).block_until_ready())
     outputs[name] = np.asarray(fn(*inputs))

@@ -13,6 +13,7 @@ gets alone in a padded row (up to float summation order), with little compute sp
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -230,6 +231,22 @@ def map_inference_rows(fn: Callable[..., Any], rows: Sequence[jax.Array], device
   return map_row_chunks(fn, rows, inference_chunk(batch, length, devices), devices)
 
 
+def attention(q_BxNxLxH, k_BxNxLxH, v_BxNxLxH, bias_Bx1xQxL, dropout=None, dtype=jnp.float32):
+  """softmax(q k^T / sqrt(H) + bias) @ v, computed as (exp(s - max) @ v) / sum(exp(s - max)).
+
+  The normalisation divides the [Q, H] output instead of the [Q, L] scores (one pass less over them) and the
+  scale multiplies q instead of the scores; dropout (linear) applies to the unnormalised weights. XLA CPU,
+  MiniLM's encode shapes (benchmarks/attention_forms.py): 95-115 GFLOP/s vs 57-67 for softmax-then-matmul.
+  Scores and their normalisation in fp32; the matmuls in `dtype`.
+  """
+  logits_BxNxLxL = jnp.matmul(q_BxNxLxH * q_BxNxLxH.shape[-1] ** -0.5, k_BxNxLxH.swapaxes(-1, -2))
+  logits_BxNxLxL = logits_BxNxLxL.astype(jnp.float32) + bias_Bx1xQxL
+  weights = jnp.exp(logits_BxNxLxL - jax.lax.stop_gradient(logits_BxNxLxL.max(-1, keepdims=True)))
+  total_BxNxLx1 = weights.sum(-1, keepdims=True)
+  weights = weights.astype(dtype) if dropout is None else dropout(weights.astype(dtype))
+  return (jnp.matmul(weights, v_BxNxLxH) / total_BxNxLx1).astype(dtype)
+
+
 class BertLayer(nn.Module):
   """One post-LN transformer layer: attention -> add & norm -> GELU MLP -> add & norm."""
   config: BertConfig
@@ -250,17 +267,7 @@ class BertLayer(nn.Module):
     k_BxNxLxH = split_heads(_dense(cfg.hidden_size, cfg, self.dtype, "key")(x_BxLxD))
     v_BxNxLxH = split_heads(_dense(cfg.hidden_size, cfg, self.dtype, "value")(x_BxLxD))
 
-    def attend(q_BxNxLxH, k_BxNxLxH, v_BxNxLxH, bias_Bx1xQxL, dropout=None):
-      # softmax(s) @ v as (exp(s - max) @ v) / sum(exp(s - max)): the normalisation divides the [Q, H] output
-      # instead of the [Q, L] scores (one pass less over them), and the scale multiplies q instead of the
-      # scores. Dropout (linear) applies to the unnormalised weights. XLA CPU, MiniLM's encode shapes
-      # (benchmarks/attention_forms.py): 95-115 GFLOP/s vs 57-67 for the softmax-then-matmul form.
-      logits_BxNxLxL = jnp.matmul(q_BxNxLxH * head_dim ** -0.5, k_BxNxLxH.swapaxes(-1, -2)).astype(jnp.float32)
-      logits_BxNxLxL = logits_BxNxLxL + bias_Bx1xQxL
-      weights = jnp.exp(logits_BxNxLxL - jax.lax.stop_gradient(logits_BxNxLxL.max(-1, keepdims=True)))
-      total_BxNxLx1 = weights.sum(-1, keepdims=True)
-      weights = weights.astype(self.dtype) if dropout is None else dropout(weights.astype(self.dtype))
-      return (jnp.matmul(weights, v_BxNxLxH) / total_BxNxLx1).astype(self.dtype)
+    attend = functools.partial(attention, dtype=self.dtype)
 
     # Inference on CPU: `chunk` examples per device at a time (`attention_chunk`, `map_row_chunks`).
     devices = jax.device_count() if batch % jax.device_count() == 0 else 1
